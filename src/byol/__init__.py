@@ -1,0 +1,17 @@
+"""byol: BYOL self-supervised pre-training (Grill et al. 2020, arXiv:2006.07733).
+
+The pieces, usable one at a time in your own loop::
+
+    from byol import BYOL, create_encoder, augment, byol_views, LARS, parameter_groups
+"""
+from .augment import ViewRecipe, augment, byol_views
+from .backbones import create_encoder, load_encoder, save_encoder
+from .byol import BYOL, MLPHead, byol_loss, target_momentum
+from .config import PretrainConfig, resolve_config
+from .evaluate import extract_features, knn_accuracy, linear_probe
+from .optim import LARS, learning_rate, parameter_groups
+from .train import pretrain
+
+__all__ = ["BYOL", "LARS", "MLPHead", "PretrainConfig", "ViewRecipe", "augment", "byol_loss", "byol_views",
+           "create_encoder", "extract_features", "knn_accuracy", "learning_rate", "linear_probe",
+           "load_encoder", "parameter_groups", "pretrain", "resolve_config", "save_encoder", "target_momentum"]

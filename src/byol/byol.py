@@ -1,0 +1,149 @@
+"""BYOL, paper §3: online and target networks, heads, loss, τ schedule, EMA.
+
+Grill et al., *Bootstrap Your Own Latent*, arXiv:2006.07733.  Everything the
+method adds on top of an encoder lives in this file.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLPHead(nn.Sequential):
+    """Projector / predictor of BYOL §3.3: Linear → BatchNorm1d → ReLU → Linear.
+
+    In: (N, in_dim) features.  Out: (N, out_dim).  The paper uses hidden 4096 and
+    output 256 for both heads; the BN is what keeps BYOL from collapsing (SPEC:
+    BN in both heads 57.7 vs none 28.3 in the "understanding BYOL" ablation).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256):
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+
+def byol_loss(prediction: torch.Tensor, target_projection: torch.Tensor) -> torch.Tensor:
+    """One direction of the BYOL loss, §3 eq. 2: ‖p̄ − z̄'‖² = 2 − 2·cos(p, z'), batch mean.
+
+    ``target_projection`` must already be detached (it comes from the target network).
+    """
+    return (2 - 2 * F.cosine_similarity(prediction, target_projection, dim=-1)).mean()
+
+
+def target_momentum(step: int, total_steps: int, base: float) -> float:
+    """τ at optimizer step ``step`` of ``total_steps``, §3.2:
+    τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 — τ_base at k = 0, rising to 1 at k = K."""
+    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def infer_feature_dim(encoder: nn.Module, in_channels: int = 3, image_size: int = 32) -> int:
+    """Width of ``encoder``'s output vector.
+
+    Uses ``num_features`` (timm, and our backbones) when present.  Otherwise runs one
+    forward pass in **eval mode** under no_grad: a dummy forward in train mode would
+    write noise into the BatchNorm running statistics.
+    """
+    if hasattr(encoder, "num_features"):
+        return int(encoder.num_features)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            device = next(encoder.parameters()).device
+            out = encoder(torch.zeros(2, in_channels, image_size, image_size, device=device))
+    finally:
+        encoder.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the encoder returns shape {tuple(out.shape)}; BYOL needs (batch, features): "
+            "end it with global pooling and flatten"
+        )
+    return out.shape[1]
+
+
+class BYOL(nn.Module):
+    """Online network (encoder, projector, predictor) and its EMA target (encoder, projector).
+
+    ``encoder`` is any module mapping images (N, C, H, W) to features (N, D).  After
+    training keep ``online_encoder``; everything else exists only to train it.
+
+    Usage in your own loop::
+
+        loss = model(view_1, view_2)
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        model.update_target(step, total_steps)
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int | None = None,
+        hidden_dim: int = 4096,
+        projection_dim: int = 256,
+        base_target_momentum: float = 0.996,
+    ):
+        super().__init__()
+        feature_dim = feature_dim or infer_feature_dim(encoder)
+        self.base_target_momentum = base_target_momentum
+        self.online_encoder = encoder
+        self.online_projector = MLPHead(feature_dim, hidden_dim, projection_dim)
+        self.predictor = MLPHead(projection_dim, hidden_dim, projection_dim)
+        # §3.1: the target starts as a copy of the online network and is never
+        # touched by the optimizer (stop-gradient).
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.online_projector).requires_grad_(False)
+
+    def online_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer trains: encoder, projector and predictor."""
+        return [p for name, p in self.named_parameters() if not name.startswith("target_")]
+
+    def ema_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(target, online) parameter pairs that the EMA updates, in a fixed order."""
+        pairs = []
+        for target, online in ((self.target_encoder, self.online_encoder),
+                               (self.target_projector, self.online_projector)):
+            pairs += list(zip(target.parameters(), online.parameters()))
+        return pairs
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+        """Symmetrised loss L + L̃ of §3 eq. 2 for two augmented views of one batch.
+
+        Each view goes through the networks separately, as the official
+        implementation does: concatenating them would mix the two views in the
+        BatchNorm statistics.  The target runs in train mode like the online
+        network (batch statistics), also as in the official implementation.
+        """
+        p_1 = self.predictor(self.online_projector(self.online_encoder(view_1)))
+        p_2 = self.predictor(self.online_projector(self.online_encoder(view_2)))
+        with torch.no_grad():
+            z_1 = self.target_projector(self.target_encoder(view_1))
+            z_2 = self.target_projector(self.target_encoder(view_2))
+        # The two directions are summed, not averaged (the paper's L_total); the
+        # learning rates of §3.3 assume this scale.
+        return byol_loss(p_1, z_2) + byol_loss(p_2, z_1)
+
+    @torch.no_grad()
+    def update_target(self, step: int, total_steps: int, momentum: float | None = None) -> float:
+        """ξ ← τξ + (1 − τ)θ after optimizer step ``step`` (§3.1); returns the τ used.
+
+        τ follows the cosine schedule from ``base_target_momentum`` unless
+        ``momentum`` fixes it.  Only parameters are averaged.  BatchNorm running
+        statistics of the target are its own, accumulated by its own train-mode
+        forward passes as in the official implementation; they never enter the
+        loss (train mode normalises with batch statistics).
+        """
+        tau = target_momentum(step, total_steps, self.base_target_momentum) if momentum is None else momentum
+        targets, onlines = zip(*self.ema_pairs())
+        # foreach: one fused kernel per op over all tensors instead of one per tensor.
+        torch._foreach_mul_(targets, tau)
+        torch._foreach_add_(targets, onlines, alpha=1 - tau)
+        return tau

@@ -1,0 +1,55 @@
+"""``byol`` command line: parse, build the config, call the public API.  Nothing else."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .config import FIELDS, PretrainConfig, UserError, resolve_config
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(PretrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{field.metadata['help']} [default: {field.default}]"
+        if "bool" in str(field.type):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="byol", description="BYOL self-supervised pre-training (Grill et al. 2020).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    pretrain = commands.add_parser(
+        "pretrain", help="pre-train an encoder on unlabeled images",
+        description="Pre-train with BYOL. Settings: defaults (the CPU preset on Fashion-MNIST), then --config "
+                    "YAML, then flags. Ends with k-NN and linear-probe accuracy when the data has labels.")
+    pretrain.add_argument("--config", metavar="YAML", help="settings file (see configs/); flags override it")
+    _add_config_options(pretrain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    try:
+        if command == "pretrain":
+            from .train import pretrain
+
+            yaml_path = args.pop("config", None)
+            config = resolve_config(yaml_path, args)
+            pretrain(config, given_options=set(args))
+    except UserError as error:
+        print(f"byol {command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"byol {command}: interrupted; the last finished epoch is in checkpoints/last.pt "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,140 @@
+"""Pre-training settings: dataclass defaults, then an optional YAML file, then CLI flags.
+
+The defaults are the CPU preset on Fashion-MNIST (what ``byol pretrain`` runs with
+no arguments).  ``configs/*.yaml`` hold the paper's ImageNet and CIFAR recipes.
+Each field's ``help`` is the CLI's help text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class UserError(Exception):
+    """Something the user can fix: the message is one line saying what and how."""
+
+
+def option(default, help: str, **metadata):
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class PretrainConfig:
+    # where
+    data: str | None = option(None, "dataset folder; default: Fashion-MNIST from the Debian package dataset-fashion-mnist")
+    out: str = option("runs/fashion-mnist", "run directory: config, metrics, checkpoints, encoder weights")
+    overwrite: bool = option(False, "delete a non-empty run directory first instead of refusing")
+    resume: bool = option(False, "continue the run in --out from checkpoints/last.pt with its saved config")
+    init_from: str | None = option(None, "start a NEW run from these encoder weights (encoder.safetensors); not with --resume")
+    stop_after: int | None = option(None, "stop after this many epochs of this invocation (for time-limited jobs); continue with --resume")
+    # model
+    arch: str = option("narrow_resnet", "encoder: narrow_resnet (CPU preset), resnet18, resnet34, resnet50")
+    small_stem: bool | None = option(None, "3x3 stride-1 stem without max-pool; default: on for images <= 64 px")
+    image_size: int | None = option(None, "side of the augmented views; default: the dataset's own side")
+    hidden_dim: int = option(4096, "hidden width of projector and predictor (paper: 4096); 1024 is plenty below ImageNet scale")
+    projection_dim: int = option(256, "output width of projector and predictor (paper: 256)")
+    # optimisation
+    epochs: int = option(10, "pre-training epochs (paper: 1000 on ImageNet, 300 in ablations)")
+    batch_size: int = option(256, "global batch; the learning rate scales with it (paper: 4096, BYOL is robust down to 256)")
+    optimizer: str = option("lars", "lars (the paper), sgd (momentum 0.9) or adamw")
+    base_lr: float = option(1.0, "learning rate for batch 256, scaled by batch/256 (paper ImageNet: 0.2; CIFAR recipes ~1.0 with LARS; adamw ~1e-3)")
+    weight_decay: float = option(1e-5, "weight decay on weights, not on biases or norm parameters (paper: 1.5e-6; CIFAR recipes 1e-5)")
+    warmup_epochs: float = option(1.0, "linear warm-up before the cosine decay (paper: 10 of 1000 epochs)")
+    base_target_momentum: float = option(0.99, "tau at step 0, cosine-scheduled to 1 (paper ImageNet 0.996; 0.99 for short or small runs)")
+    # augmentation
+    blur: bool = option(False, "Gaussian blur in the views (p = 1.0 / 0.1); CIFAR-scale recipes drop it below 64 px")
+    crop_min_scale: float = option(0.08, "smallest crop area fraction of the random resized crop (paper: 0.08)")
+    # monitoring and evaluation
+    knn_every: int = option(1, "k-NN accuracy on the labelled test split every N epochs (0 = only at the end)")
+    knn_k: int = option(200, "neighbours in the k-NN vote")
+    knn_temperature: float = option(0.1, "temperature of the k-NN vote weights exp(sim / T)")
+    linear_probe: bool = option(True, "fit a logistic-regression probe on frozen features at the end")
+    seed: int = option(0, "seed for initialisation, data order and augmentation")
+    device: str = option("auto", "cuda, cpu, or auto (cuda when available)")
+    log_every: int = option(20, "steps between progress updates (each reads the loss back from the device)")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+# Options that may change when a run is resumed; everything else defines the run.
+RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out"}
+
+
+def _coerce(name: str, value):
+    """Check a YAML or flag value against the field's type; one-line error otherwise."""
+    if name not in FIELDS:
+        raise UserError(f"unknown setting '{name}'; see 'byol pretrain --help' for the list")
+    default = FIELDS[name].default
+    kind = type(default) if default is not None else None
+    annotation = str(FIELDS[name].type)
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise UserError(f"setting '{name}' cannot be empty")
+    try:
+        if kind is bool or "bool" in annotation:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if "int" in annotation and "float" not in annotation:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if "float" in annotation:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"setting '{name}' expects {annotation}, got {value!r}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must be a mapping of setting: value")
+    return values
+
+
+def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> PretrainConfig:
+    """Defaults, then the YAML file, then ``overrides`` (the flags given on the command line)."""
+    values = {}
+    if yaml_path is not None:
+        values.update(load_yaml(yaml_path))
+    values.update(overrides or {})
+    config = PretrainConfig(**{name: _coerce(name, value) for name, value in values.items()})
+    validate(config)
+    return config
+
+
+def validate(config: PretrainConfig) -> None:
+    checks = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 2, f"--batch-size must be at least 2 (BatchNorm needs two images), got {config.batch_size}"),
+        (config.base_lr > 0, f"--base-lr must be positive, got {config.base_lr}"),
+        (config.weight_decay >= 0, f"--weight-decay must be >= 0, got {config.weight_decay}"),
+        (config.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {config.warmup_epochs}"),
+        (0 <= config.base_target_momentum <= 1, f"--base-target-momentum must be in [0, 1], got {config.base_target_momentum}"),
+        (0 < config.crop_min_scale <= 1, f"--crop-min-scale must be in (0, 1], got {config.crop_min_scale}"),
+        (config.optimizer in ("lars", "sgd", "adamw"), f"--optimizer must be lars, sgd or adamw, got '{config.optimizer}'"),
+        (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:"), f"--device must be auto, cpu or cuda, got '{config.device}'"),
+        (config.knn_every >= 0 and config.knn_k >= 1, "--knn-every must be >= 0 and --knn-k >= 1"),
+        (config.stop_after is None or config.stop_after >= 1, f"--stop-after must be at least 1, got {config.stop_after}"),
+        (not (config.resume and config.init_from), "--resume continues a run, --init-from starts a new one: give only one"),
+        (config.image_size is None or config.image_size >= 8, f"--image-size must be at least 8, got {config.image_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def save_config(config: PretrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

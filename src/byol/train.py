@@ -1,0 +1,302 @@
+"""The pre-training loop: data → two views → BYOL loss → optimizer step → EMA → monitor.
+
+``pretrain(config)`` is what ``byol pretrain`` calls.  The run directory it writes:
+
+    config.yaml            the effective settings (defaults < YAML < flags)
+    metrics.csv            one row per epoch: loss, lr, τ, images/s, k-NN accuracy
+    tensorboard/           per-step scalars, when TensorBoard is installed
+    checkpoints/last.pt    everything needed to resume, rewritten every epoch
+    encoder.safetensors    the online encoder, loadable with ``byol.load_encoder``
+    results.json           final k-NN and linear-probe accuracy, versions, git commit
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from .augment import augment, byol_views
+from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
+from .byol import BYOL
+from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, save_config
+from .data import Dataset, load_dataset
+from .evaluate import extract_features, knn_accuracy, linear_probe
+from .optim import create_optimizer, learning_rate, parameter_groups
+
+METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "elapsed_s", "knn_top1"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def check_run_dir(config: PretrainConfig) -> Path:
+    """Refuse to clobber an existing run unless told to; creates nothing."""
+    run_dir = Path(config.out)
+    if config.resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise UserError(f"--resume: no checkpoint at {run_dir}/checkpoints/last.pt; start a new run without --resume")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not config.overwrite:
+        raise UserError(f"run directory {run_dir} is not empty; use --resume to continue it, "
+                        "--overwrite to replace it, or --out for a new one")
+    return run_dir
+
+
+def create_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def resume_config(config: PretrainConfig, given: set[str]) -> PretrainConfig:
+    """The saved config of the run in ``config.out``, with the few options a resume may change."""
+    saved = yaml.safe_load((Path(config.out) / "config.yaml").read_text())
+    changed = sorted(name for name in given - RESUMABLE_OPTIONS if getattr(config, name) != saved.get(name))
+    if changed:
+        raise UserError(f"--resume continues the run as configured; these options differ from its config.yaml: "
+                        f"{', '.join(changed)} (start a new run with --out, or --init-from its encoder)")
+    saved.update({name: getattr(config, name) for name in RESUMABLE_OPTIONS})
+    return PretrainConfig(**saved)
+
+
+def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> BYOL:
+    if config.arch not in ARCHITECTURES:
+        raise UserError(f"--arch '{config.arch}' is not known; choose one of: {', '.join(ARCHITECTURES)}")
+    encoder = create_encoder(config.arch, in_channels, config.small_stem, image_size)
+    if config.init_from:
+        encoder = _init_encoder(config.init_from, encoder)
+    return BYOL(encoder, encoder.num_features, config.hidden_dim, config.projection_dim,
+                config.base_target_momentum)
+
+
+def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
+    if not Path(path).is_file():
+        raise UserError(f"--init-from {path}: file not found")
+    try:
+        loaded = load_encoder(path)
+    except Exception as error:  # a foreign or damaged file: say which, not where it broke
+        raise UserError(f"--init-from {path}: not a byol encoder file ({error})") from None
+    if loaded.encoder_config != encoder.encoder_config:
+        raise UserError(f"--init-from {path} holds {loaded.encoder_config}, but this run builds "
+                        f"{encoder.encoder_config}; match --arch/--small-stem/--image-size")
+    return loaded
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class MetricsLog:
+    """metrics.csv (always) and TensorBoard events (when installed), written as training goes."""
+
+    def __init__(self, run_dir: Path, resume: bool):
+        self.path = run_dir / "metrics.csv"
+        if not resume or not self.path.exists():
+            with self.path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(METRIC_COLUMNS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.tensorboard = None
+
+    def scalars(self, step: int, **values: float) -> None:
+        if self.tensorboard:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(name, value, step)
+
+    def epoch(self, row: dict) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(column, "") for column in METRIC_COLUMNS])
+        self.scalars(row["step"], **{f"epoch/{k}": v for k, v in row.items() if isinstance(v, float)})
+
+    def close(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.close()
+
+
+def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int,
+                    generator: torch.Generator, config: PretrainConfig) -> None:
+    """Written to a temporary file and renamed, so a crash mid-write never loses the last good one."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+             "augment_rng": generator.get_state(), "config": dataclasses.asdict(config)}
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def monitor_knn(model: BYOL, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
+                device: torch.device) -> float | None:
+    """k-NN top-1 of the online encoder: training split as the bank, test split as queries."""
+    if dataset.test is None or dataset.train.labels is None or dataset.test.labels is None:
+        return None
+    encoder = model.online_encoder
+    bank = extract_features(encoder, dataset.train.images, mean, std, image_size, device=device)
+    queries = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
+    return knn_accuracy(bank, dataset.train.labels, queries, dataset.test.labels,
+                        len(dataset.classes or dataset.train.labels.unique()), config.knn_k, config.knn_temperature)
+
+
+def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
+                     device: torch.device) -> dict:
+    """k-NN and linear-probe test accuracy on frozen features of the final encoder."""
+    if dataset.test is None or dataset.train.labels is None or dataset.test.labels is None:
+        return {}
+    num_classes = len(dataset.classes or dataset.train.labels.unique())
+    train = extract_features(encoder, dataset.train.images, mean, std, image_size, device=device)
+    test = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
+    results = {"knn_top1": knn_accuracy(train, dataset.train.labels, test, dataset.test.labels, num_classes,
+                                        config.knn_k, config.knn_temperature)}
+    if config.linear_probe:
+        probe = linear_probe(train, dataset.train.labels, test, dataset.test.labels, num_classes, seed=config.seed)
+        results.update(linear_top1=probe.accuracy, linear_weight_decay=probe.weight_decay,
+                       linear_val_top1=probe.val_accuracy)
+    return results
+
+
+def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> dict:
+    """Pre-train BYOL as ``config`` says; returns the final evaluation (also in results.json).
+
+    ``given_options`` names the settings the user set explicitly; with ``resume`` they
+    are checked against the run's saved config."""
+    started = time.perf_counter()
+    run_dir = check_run_dir(config)
+    if config.resume:
+        config = resume_config(config, set(given_options))
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.data)
+    mean, std = dataset.channel_stats()
+    train_images = dataset.train.images
+    n_images, in_channels, height, width = train_images.shape
+    image_size = config.image_size or height
+    steps_per_epoch = n_images // config.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the dataset ({n_images} images)")
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    peak_lr = config.base_lr * config.batch_size / 256  # §3.3: lr = base × global batch / 256
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, in_channels, image_size).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
+    optimizer = create_optimizer(config.optimizer, parameter_groups(
+        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), peak_lr)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    start_epoch, step = 0, 0
+    if config.resume:
+        checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["augment_rng"].cpu() if device.type == "cpu" else checkpoint["augment_rng"])
+        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+    else:  # everything the user gave has been checked: only now touch the disk
+        create_run_dir(run_dir, config.overwrite)
+        save_config(config, run_dir / "config.yaml")
+
+    # The whole dataset sits on the device as uint8; batches are gathered and augmented there.
+    train_images = train_images.to(device)
+    mean_d, std_d = mean.to(device), std.to(device)
+    views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
+    log = MetricsLog(run_dir, config.resume)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
+    print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px, "
+          f"{config.arch} on {device}, {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
+          f"peak lr {peak_lr:.3g}; run directory {run_dir}")
+
+    tau = model.base_target_momentum
+    for epoch in range(start_epoch, end_epoch):
+        model.train()
+        # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
+        order = torch.randperm(n_images, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        order = order.to(device)
+        epoch_start, loss_sum, logged_loss = time.perf_counter(), torch.zeros((), device=device), float("nan")
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+                   dynamic_ncols=True, mininterval=1.0)
+        window_start, window_steps = time.perf_counter(), 0
+        for batch_index in bar:
+            batch = train_images[order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]]
+            view_1 = augment(batch, views[0], image_size, mean_d, std_d, generator)
+            view_2 = augment(batch, views[1], image_size, mean_d, std_d, generator)
+            if device.type == "cuda":
+                view_1 = view_1.contiguous(memory_format=torch.channels_last)
+                view_2 = view_2.contiguous(memory_format=torch.channels_last)
+            lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                loss = model(view_1, view_2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            tau = model.update_target(step, total_steps)
+            step += 1
+            loss_sum += loss.detach()
+            window_steps += 1
+            # Reading the loss forces a device sync: only every log_every steps.
+            if window_steps == config.log_every or batch_index == steps_per_epoch - 1:
+                logged_loss = loss_sum.item() / window_steps
+                speed = window_steps * config.batch_size / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}", img_s=f"{speed:.0f}")
+                log.scalars(step, **{"train/loss": logged_loss, "train/lr": lr, "train/tau": tau,
+                                     "train/images_per_s": speed})
+                loss_sum.zero_()
+                window_start, window_steps = time.perf_counter(), 0
+        bar.close()
+        epoch_time = time.perf_counter() - epoch_start
+        row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
+               "images_per_s": steps_per_epoch * config.batch_size / epoch_time,
+               "elapsed_s": time.perf_counter() - started}
+        save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, generator, config)
+        if epoch + 1 == config.epochs:
+            break  # the last row waits for the final evaluation's k-NN accuracy
+        if config.knn_every and (epoch + 1) % config.knn_every == 0:
+            accuracy = monitor_knn(model, dataset, mean, std, image_size, config, device)
+            if accuracy is not None:
+                row["knn_top1"] = accuracy
+                print(f"epoch {epoch + 1}: k-NN top-1 {100 * accuracy:.2f} %")
+        log.epoch(row)
+
+    if end_epoch < config.epochs:
+        log.close()
+        print(f"byol: stopped after epoch {end_epoch} of {config.epochs} (--stop-after); "
+              f"continue with: byol pretrain --out {run_dir} --resume")
+        return {}
+
+    encoder = model.online_encoder
+    save_encoder(encoder, run_dir / "encoder.safetensors")
+    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device)
+    log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
+    log.close()
+    results.update(seconds=time.perf_counter() - started, device=str(device), torch=torch.__version__,
+                   git_commit=git_commit())
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_results(results, config)
+    return results
+
+
+def print_results(results: dict, config: PretrainConfig) -> None:
+    print(f"byol: finished in {results['seconds'] / 60:.1f} min")
+    if "knn_top1" in results:
+        print(f"  k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
+    if "linear_top1" in results:
+        print(f"  linear-probe top-1:              {100 * results['linear_top1']:.2f} %"
+              f"  (L2 {results['linear_weight_decay']:g}, chosen on a 10 % validation split)")

@@ -1,0 +1,151 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from byol import BYOL, byol_loss, create_encoder, target_momentum
+
+
+def tiny_model(**kwargs) -> BYOL:
+    encoder = create_encoder("narrow_resnet", in_channels=3, small_stem=True)
+    return BYOL(encoder, encoder.num_features, hidden_dim=32, projection_dim=16, **kwargs)
+
+
+def views(n=8, size=16):
+    return torch.randn(n, 3, size, size), torch.randn(n, 3, size, size)
+
+
+def test_target_receives_no_gradient():
+    model = tiny_model()
+    model(*views()).backward()
+    for name, p in model.named_parameters():
+        if name.startswith("target_"):
+            assert p.grad is None and not p.requires_grad, name
+        else:
+            assert p.grad is not None, name
+
+
+def test_optimizer_step_leaves_target_untouched():
+    model = tiny_model()
+    before = copy.deepcopy(model.target_encoder.state_dict())
+    optimizer = torch.optim.SGD(model.online_parameters(), lr=0.1)
+    model(*views()).backward()
+    optimizer.step()
+    for name, value in model.target_encoder.state_dict().items():
+        if "running" in name or "num_batches" in name:
+            continue  # BN statistics: the target's own forward passes update them (see update_target)
+        assert torch.equal(value, before[name]), name
+    assert not torch.equal(model.online_encoder.conv1.weight, model.target_encoder.conv1.weight)
+
+
+def test_ema_matches_formula():
+    model = tiny_model()
+    with torch.no_grad():
+        for p in model.online_parameters():
+            p.add_(torch.randn_like(p))
+    pairs = [(t.detach().clone().double(), o.detach().clone().double()) for t, o in model.ema_pairs()]
+    tau = model.update_target(step=37, total_steps=100)
+    assert tau == pytest.approx(target_momentum(37, 100, 0.996))
+    eps = torch.finfo(torch.float32).eps
+    for (target, _), (old_target, online) in zip(model.ema_pairs(), pairs):
+        expected = tau * old_target + (1 - tau) * online
+        # ξ ← τξ + (1 − τ)θ up to float32 rounding of the two terms.
+        bound = 2 * eps * (tau * old_target.abs() + (1 - tau) * online.abs()) + 1e-30
+        assert ((target.double() - expected).abs() <= bound).all()
+
+
+def test_ema_leaves_batchnorm_buffers_alone():
+    model = tiny_model()
+    with torch.no_grad():
+        model.online_encoder.bn1.running_mean.fill_(5.0)
+    model.update_target(0, 10)
+    assert torch.equal(model.target_encoder.bn1.running_mean, torch.zeros_like(model.target_encoder.bn1.running_mean))
+
+
+def test_fixed_momentum_one_and_zero():
+    model = tiny_model()
+    with torch.no_grad():
+        for p in model.online_parameters():
+            p.add_(1.0)
+    frozen = [t.clone() for t, _ in model.ema_pairs()]
+    model.update_target(0, 10, momentum=1.0)
+    assert all(torch.equal(t, f) for (t, _), f in zip(model.ema_pairs(), frozen))
+    model.update_target(0, 10, momentum=0.0)
+    assert all(torch.equal(t, o) for t, o in model.ema_pairs())
+
+
+def test_tau_schedule_endpoints_and_monotone():
+    total = 1000
+    values = [target_momentum(k, total, 0.996) for k in range(total + 1)]
+    assert values[0] == pytest.approx(0.996)
+    assert values[-1] == pytest.approx(1.0)
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[500] == pytest.approx(1 - 0.004 / 2)
+
+
+def test_loss_is_two_minus_two_cosine_per_pair():
+    p, z = torch.randn(5, 7), torch.randn(5, 7)
+    per_pair = [2 - 2 * torch.dot(p[i], z[i]) / (p[i].norm() * z[i].norm()) for i in range(5)]
+    assert byol_loss(p, z).item() == pytest.approx(torch.stack(per_pair).mean().item(), abs=1e-6)
+    normalised_distance = (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean()
+    assert byol_loss(p, z).item() == pytest.approx(normalised_distance.item(), abs=1e-6)
+
+
+def test_loss_is_zero_for_identical_normalised_outputs():
+    p = torch.randn(4, 6)
+    assert byol_loss(p, 3.0 * p).item() == pytest.approx(0.0, abs=1e-6)
+    assert byol_loss(p, -p).item() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_symmetrised_loss_sums_both_directions_and_is_symmetric():
+    model = tiny_model()
+    v1, v2 = views()
+    loss = model(v1, v2)
+    assert torch.equal(loss, model(v2, v1))
+    p1 = model.predictor(model.online_projector(model.online_encoder(v1)))
+    p2 = model.predictor(model.online_projector(model.online_encoder(v2)))
+    z1 = model.target_projector(model.target_encoder(v1))
+    z2 = model.target_projector(model.target_encoder(v2))
+    assert loss.item() == pytest.approx((byol_loss(p1, z2) + byol_loss(p2, z1)).item(), rel=1e-6)
+
+
+class RecordingEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.batch_sizes = []
+
+    def forward(self, x):
+        self.batch_sizes.append(len(x))
+        return self.net(x)
+
+
+def test_views_are_forwarded_separately():
+    """BatchNorm must not see both views in one batch (official implementation)."""
+    encoder = RecordingEncoder()
+    model = BYOL(encoder, feature_dim=4, hidden_dim=8, projection_dim=4)
+    model.online_encoder.batch_sizes.clear()
+    model(*views(n=6))
+    assert model.online_encoder.batch_sizes == [6, 6]
+    assert model.target_encoder.batch_sizes == [6, 6]
+
+
+def test_construction_does_not_touch_batchnorm_statistics():
+    encoder = RecordingEncoder()  # no num_features: BYOL must probe the width itself
+    model = BYOL(encoder, hidden_dim=8, projection_dim=4)
+    bn = model.online_encoder.net[1]
+    assert model.online_projector[0].in_features == 4
+    assert bn.num_batches_tracked.item() == 0
+    assert torch.equal(bn.running_mean, torch.zeros(4)) and torch.equal(bn.running_var, torch.ones(4))
+    assert model.training
+
+
+def test_heads_are_linear_bn_relu_linear():
+    model = tiny_model()
+    for head in (model.online_projector, model.predictor, model.target_projector):
+        assert [type(m) for m in head] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert model.online_projector[0].in_features == model.online_encoder.num_features
+    assert model.predictor[0].in_features == model.predictor[3].out_features == 16
+    assert not hasattr(model, "target_predictor")

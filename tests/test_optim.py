@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from byol.optim import LARS, create_optimizer, learning_rate, parameter_groups
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+
+def test_biases_and_norm_parameters_are_excluded_from_decay_and_adaptation():
+    net = small_net()
+    regular, excluded = parameter_groups(net.named_parameters(), weight_decay=0.1)
+    assert {id(p) for p in regular["params"]} == {id(net[0].weight), id(net[3].weight)}
+    assert {id(p) for p in excluded["params"]} == {id(net[0].bias), id(net[1].weight), id(net[1].bias),
+                                                   id(net[3].bias)}
+    assert regular["weight_decay"] == 0.1 and regular["lars_adapt"]
+    assert excluded["weight_decay"] == 0.0 and not excluded["lars_adapt"]
+
+
+def test_lars_step_arithmetic():
+    torch.manual_seed(0)
+    net = small_net()
+    groups = parameter_groups(net.named_parameters(), weight_decay=0.01)
+    optimizer = LARS(groups, lr=0.5, momentum=0.9, trust_coefficient=1e-3)
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    net(torch.randn(5, 2, 6, 6)).pow(2).sum().backward()
+    grads = {name: p.grad.clone() for name, p in net.named_parameters()}
+    optimizer.step()
+    for name, p in net.named_parameters():
+        w, g = before[name], grads[name]
+        if p.ndim > 1:  # adapted and decayed: lr · trust·‖w‖/‖g + wd·w‖ · (g + wd·w)
+            update = g + 0.01 * w
+            expected = w - 0.5 * (1e-3 * w.norm() / update.norm()) * update
+        else:  # bias / BN: plain SGD, no decay
+            expected = w - 0.5 * g
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7), name
+
+
+def test_lars_momentum_accumulates():
+    p = nn.Parameter(torch.ones(3))
+    optimizer = LARS([{"params": [p], "weight_decay": 0.0, "lars_adapt": False}], lr=1.0, momentum=0.9)
+    for _ in range(2):
+        p.grad = torch.ones(3)
+        optimizer.step()
+    torch.testing.assert_close(p.detach(), torch.full((3,), 1 - 1 - 1.9))
+
+
+def test_lars_with_zero_weights_falls_back_to_unit_trust():
+    p = nn.Parameter(torch.zeros(2, 2))
+    optimizer = LARS([{"params": [p], "weight_decay": 0.0, "lars_adapt": True}], lr=0.1)
+    p.grad = torch.ones(2, 2)
+    optimizer.step()
+    torch.testing.assert_close(p.detach(), torch.full((2, 2), -0.1))
+
+
+def test_other_optimizers_use_the_same_groups():
+    groups = parameter_groups(small_net().named_parameters(), weight_decay=0.1)
+    for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("lars", LARS)):
+        optimizer = create_optimizer(name, groups, lr=0.1)
+        assert isinstance(optimizer, kind)
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        create_optimizer("rmsprop", groups, 0.1)
+
+
+def test_warmup_then_cosine_to_zero():
+    total, warmup, peak = 1000, 100, 2.0
+    lrs = [learning_rate(k, total, warmup, peak) for k in range(total + 1)]
+    assert lrs[0] == pytest.approx(peak / warmup)
+    assert lrs[warmup - 1] == pytest.approx(peak) and lrs[warmup] == pytest.approx(peak)
+    assert all(b > a for a, b in zip(lrs[:warmup - 1], lrs[1:warmup]))
+    assert all(b <= a for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+    assert lrs[total] == pytest.approx(0.0, abs=1e-12)
+    midpoint = warmup + (total - warmup) // 2
+    assert lrs[midpoint] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 0.5)), rel=1e-3)
