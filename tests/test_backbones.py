@@ -14,7 +14,7 @@ def test_small_stem_is_automatic_for_small_images():
 
 
 def test_encoders_output_feature_vectors():
-    for name, width in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("narrow_resnet", 128)):
+    for name, width in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("narrow_resnet", 256)):
         encoder = create_encoder(name, in_channels=1, image_size=32).eval()
         assert encoder.num_features == width
         assert encoder(torch.zeros(2, 1, 32, 32)).shape == (2, width)

@@ -29,7 +29,7 @@ def test_run_directory_has_everything_it_promises(tiny_idx, tmp_path):
     saved = json.loads((run / "results.json").read_text())
     assert saved["knn_top1"] == results["knn_top1"] and 0 <= saved["linear_top1"] <= 1
     encoder = load_encoder(run / "encoder.safetensors")
-    assert encoder(torch.zeros(2, 1, 16, 16)).shape == (2, 128)
+    assert encoder(torch.zeros(2, 1, 16, 16)).shape == (2, 256)
     checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 2 * (320 // 32)
 

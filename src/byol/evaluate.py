@@ -27,7 +27,7 @@ def extract_features(
         if image_size is not None and x.shape[-1] != image_size:
             x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True).clamp_(0, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            features.append(encoder((x - mean) / std).float())
+            features.append(encoder(((x - mean) / std).contiguous(memory_format=torch.channels_last)).float())
     encoder.train(was_training)
     return torch.cat(features)
 
