@@ -146,28 +146,28 @@ def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int,
 
 def monitor_knn(model: BYOL, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
                 device: torch.device) -> float | None:
-    """k-NN top-1 of the online encoder: training split as the bank, test split as queries."""
-    if dataset.test is None or dataset.train.labels is None or dataset.test.labels is None:
+    """k-NN top-1 of the online encoder: labelled training split as the bank, test split as queries."""
+    if not dataset.can_evaluate():
         return None
     encoder = model.online_encoder
-    bank = extract_features(encoder, dataset.train.images, mean, std, image_size, device=device)
+    bank = extract_features(encoder, dataset.eval_train.images, mean, std, image_size, device=device)
     queries = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
-    return knn_accuracy(bank, dataset.train.labels, queries, dataset.test.labels,
-                        len(dataset.classes or dataset.train.labels.unique()), config.knn_k, config.knn_temperature)
+    return knn_accuracy(bank, dataset.eval_train.labels, queries, dataset.test.labels, dataset.num_classes,
+                        config.knn_k, config.knn_temperature)
 
 
 def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
                      device: torch.device) -> dict:
     """k-NN and linear-probe test accuracy on frozen features of the final encoder."""
-    if dataset.test is None or dataset.train.labels is None or dataset.test.labels is None:
+    if not dataset.can_evaluate():
         return {}
-    num_classes = len(dataset.classes or dataset.train.labels.unique())
-    train = extract_features(encoder, dataset.train.images, mean, std, image_size, device=device)
+    labelled = dataset.eval_train
+    train = extract_features(encoder, labelled.images, mean, std, image_size, device=device)
     test = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
-    results = {"knn_top1": knn_accuracy(train, dataset.train.labels, test, dataset.test.labels, num_classes,
+    results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
                                         config.knn_k, config.knn_temperature)}
     if config.linear_probe:
-        probe = linear_probe(train, dataset.train.labels, test, dataset.test.labels, num_classes, seed=config.seed)
+        probe = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
         results.update(linear_top1=probe.accuracy, linear_weight_decay=probe.weight_decay,
                        linear_val_top1=probe.val_accuracy)
     return results
@@ -178,12 +178,12 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
 
     ``given_options`` names the settings the user set explicitly; with ``resume`` they
     are checked against the run's saved config."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code that starts the run, not what is there at its end
     run_dir = check_run_dir(config)
     if config.resume:
         config = resume_config(config, set(given_options))
     device = resolve_device(config.device)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict)
     mean, std = dataset.channel_stats()
     train_images = dataset.train.images
     n_images, in_channels, height, width = train_images.shape
@@ -207,7 +207,7 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["augment_rng"].cpu() if device.type == "cpu" else checkpoint["augment_rng"])
+        generator.set_state(checkpoint["augment_rng"].cpu())  # RNG states are CPU byte tensors, also for CUDA
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
     else:  # everything the user gave has been checked: only now touch the disk
         create_run_dir(run_dir, config.overwrite)
@@ -288,7 +288,7 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
     log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     log.close()
     results.update(seconds=time.perf_counter() - started, device=str(device), torch=torch.__version__,
-                   git_commit=git_commit())
+                   git_commit=commit)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_results(results, config)
     return results
@@ -296,6 +296,8 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
 
 def print_results(results: dict, config: PretrainConfig) -> None:
     print(f"byol: finished in {results['seconds'] / 60:.1f} min")
+    if "knn_top1" not in results:
+        print("  no labelled test split in this dataset: nothing to evaluate (the encoder is saved)")
     if "knn_top1" in results:
         print(f"  k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
     if "linear_top1" in results:

@@ -1,0 +1,244 @@
+"""Each reader on small files written in exactly the format the real datasets ship in."""
+import csv
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from byol.data import DataError, detect_format, load_dataset, read_idx
+from conftest import write_idx
+
+RNG = np.random.default_rng(0)
+
+
+def test_idx_plain_and_gz_keep_pixels_labels_and_order(tmp_path):
+    images = RNG.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5, 9, 2])
+    for suffix in ("", ".gz"):
+        folder = tmp_path / f"mnist{suffix or '-plain'}"
+        folder.mkdir()
+        write_idx(folder / f"train-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"train-labels-idx1-ubyte{suffix}", labels)
+        write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", images[:3])
+        write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", labels[:3])
+        dataset = load_dataset(folder)
+        assert detect_format(folder) == "idx"
+        assert dataset.train.images.shape == (7, 1, 28, 28) and dataset.train.images.dtype == torch.uint8
+        assert torch.equal(dataset.train.images[:, 0], torch.from_numpy(images))
+        assert dataset.train.labels.tolist() == labels.tolist() and dataset.test.labels.tolist() == [3, 1, 4]
+
+
+def test_idx_truncated_file_is_a_clear_error(tmp_path):
+    write_idx(tmp_path / "x", RNG.integers(0, 256, size=(4, 5, 5)))
+    (tmp_path / "x").write_bytes((tmp_path / "x").read_bytes()[:-10])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "x")
+
+
+def cifar_rows(n):
+    images = RNG.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    return images, images.reshape(n, 3072)  # R plane, G plane, B plane: row-major per plane
+
+
+def test_cifar10_python_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    all_images, all_labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images, rows = cifar_rows(4)
+        labels = RNG.integers(0, 10, size=4).tolist()
+        with open(folder / name, "wb") as handle:  # as the originals: bytes keys, list labels
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": rows}, handle, protocol=2)
+        all_images.append(images)
+        all_labels.append(labels)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, handle, protocol=2)
+    dataset = load_dataset(tmp_path)  # the folder that holds cifar-10-batches-py/
+    assert dataset.name == "cifar10" and dataset.classes[3] == "class3"
+    assert dataset.train.images.shape == (20, 3, 32, 32)
+    assert torch.equal(dataset.train.images, torch.from_numpy(np.concatenate(all_images[:5])))
+    assert dataset.train.labels.tolist() == sum(all_labels[:5], [])
+    assert torch.equal(dataset.test.images, torch.from_numpy(all_images[5]))
+
+
+def test_cifar100_uses_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    images, rows = cifar_rows(6)
+    fine, coarse = [5, 99, 0, 42, 7, 7], [1, 19, 0, 3, 2, 2]
+    for name in ("train", "test"):
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"data": rows, b"fine_labels": fine, b"coarse_labels": coarse}, handle, protocol=2)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, handle, protocol=2)
+    dataset = load_dataset(folder)
+    assert dataset.name == "cifar100" and len(dataset.classes) == 100
+    assert dataset.train.labels.tolist() == fine and torch.equal(dataset.train.images, torch.from_numpy(images))
+
+
+def test_stl10_binary_with_unlabeled_split(tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    train = RNG.integers(0, 256, size=(3, 3, 96, 96), dtype=np.uint8)
+    unlabeled = RNG.integers(0, 256, size=(5, 3, 96, 96), dtype=np.uint8)
+    test = RNG.integers(0, 256, size=(2, 3, 96, 96), dtype=np.uint8)
+    for name, images in (("train_X.bin", train), ("unlabeled_X.bin", unlabeled), ("test_X.bin", test)):
+        images.transpose(0, 1, 3, 2).tofile(folder / name)  # STL-10 stores each plane column-major
+    np.array([1, 10, 3], dtype=np.uint8).tofile(folder / "train_y.bin")
+    np.array([2, 2], dtype=np.uint8).tofile(folder / "test_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    dataset = load_dataset(tmp_path)
+    assert dataset.name == "stl10" and dataset.train.labels is None  # pre-training: train + unlabeled
+    assert torch.equal(dataset.train.images, torch.from_numpy(np.concatenate([train, unlabeled])))
+    assert dataset.eval_train.labels.tolist() == [0, 9, 2] and torch.equal(dataset.eval_train.images, torch.from_numpy(train))
+    assert dataset.test.labels.tolist() == [1, 1] and dataset.num_classes == 10
+
+
+def test_medmnist_npz(tmp_path):
+    gray = RNG.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    rgb = RNG.integers(0, 256, size=(3, 28, 28, 3), dtype=np.uint8)
+    np.savez(tmp_path / "pneumoniamnist.npz", train_images=gray, train_labels=np.array([[0], [1], [1], [0], [0], [1]]),
+             val_images=gray[:2], val_labels=np.array([[0], [1]]), test_images=gray[:3], test_labels=np.array([[1], [0], [1]]))
+    dataset = load_dataset(tmp_path / "pneumoniamnist.npz")
+    assert dataset.train.images.shape == (6, 1, 28, 28) and dataset.train.labels.tolist() == [0, 1, 1, 0, 0, 1]
+    assert dataset.test.labels.tolist() == [1, 0, 1]
+    np.savez(tmp_path / "bloodmnist.npz", train_images=rgb, train_labels=np.array([[2], [0], [7]]))
+    dataset = load_dataset(tmp_path / "bloodmnist.npz")
+    assert torch.equal(dataset.train.images, torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy()))
+
+
+def save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def test_class_subfolders_with_train_and_test(tmp_path):
+    for split, n in (("train", 3), ("test", 2)):
+        for name in ("cat", "dog"):
+            for i in range(n):
+                save(tmp_path / split / name / f"{i}.png", np.full((20, 30, 3), 40 * i, dtype=np.uint8))
+    dataset = load_dataset(tmp_path, image_size=16)
+    assert dataset.classes == ("cat", "dog") and dataset.train.images.shape == (6, 3, 16, 16)
+    assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1] and dataset.test.labels.tolist() == [0, 0, 1, 1]
+    assert dataset.train.images[1].float().mean().item() == pytest.approx(40, abs=1)
+
+
+def test_unlabeled_folder_is_recursive_and_any_extension(tmp_path):
+    save(tmp_path / "a" / "deep" / "x.jpg", RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    save(tmp_path / "b.bmp", RNG.integers(0, 256, (10, 10, 3), dtype=np.uint8))
+    save(tmp_path / "c.webp", RNG.integers(0, 256, (33, 21, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    dataset = load_dataset(tmp_path, image_size=8)
+    assert detect_format(tmp_path) == "folder"
+    assert dataset.train.images.shape == (3, 3, 8, 8) and dataset.train.labels is None
+
+
+def mixed_mode_folder(folder):
+    """One image per PIL mode, one rotated by EXIF, and the usual broken files."""
+    gray = np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))
+    save(folder / "one_bit.png", gray > 127)
+    save(folder / "l.png", gray, "L")
+    Image.fromarray(gray, "L").convert("LA").save(folder / "la.png")
+    Image.fromarray(np.stack([gray] * 3, -1)).convert("P", palette=Image.ADAPTIVE).save(folder / "p.png")
+    Image.fromarray(np.stack([gray] * 3, -1)).convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.stack([gray] * 3, -1)).convert("CMYK").save(folder / "cmyk.jpg")
+    sixteen = Image.fromarray(gray.astype(np.uint16) * 257)
+    assert sixteen.mode.startswith("I;16")
+    sixteen.save(folder / "sixteen.png")
+    save(folder / "rgb.jpg", np.stack([gray] * 3, -1))
+    # EXIF orientation 6: the stored pixels must turn 90° clockwise to display upright.
+    stored = np.zeros((16, 16, 3), dtype=np.uint8)
+    stored[:, :4] = 255  # a bright left edge that, displayed, is the top edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "rotated.jpg", exif=exif)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "not_an_image.jpg").write_text("hello")
+    full = folder / "truncated.png"
+    save(full, RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    full.write_bytes(full.read_bytes()[:200])
+
+
+def test_every_image_mode_and_broken_files(tmp_path, capsys):
+    mixed_mode_folder(tmp_path / "mixed")
+    dataset = load_dataset(tmp_path / "mixed", image_size=16)
+    warning = capsys.readouterr().err
+    assert "skipped 3 unreadable image files" in warning and warning.count("\n") == 1
+    images = dataset.train.images
+    assert images.shape == (9, 3, 16, 16) and images.dtype == torch.uint8  # RGB: some images are colour modes
+    names = ["cmyk", "l", "la", "one_bit", "p", "rgb", "rgba", "rotated", "sixteen"]  # sorted file order
+    by_name = dict(zip(names, images))
+    ramp = by_name["l"][0].float()
+    for name in ("la", "p", "rgba", "sixteen", "rgb", "cmyk"):
+        assert (by_name[name][0].float() - ramp).abs().mean() < 6, name  # the same ramp, whatever the mode
+    assert by_name["one_bit"].max() == 255 and by_name["one_bit"].min() == 0
+    rotated = by_name["rotated"].float().mean(0)
+    assert rotated[:3].mean() > 200 and rotated[-6:].mean() < 50  # EXIF applied: bright edge on top
+    with pytest.raises(DataError, match="3 unreadable image files"):
+        load_dataset(tmp_path / "mixed", image_size=16, strict=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_permissions_are_skipped(tmp_path, capsys):
+    save(tmp_path / "ok.png", np.zeros((8, 8, 3), np.uint8))
+    save(tmp_path / "locked.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "locked.png").chmod(0)
+    assert len(load_dataset(tmp_path, image_size=8).train.images) == 1
+    assert "locked.png" in capsys.readouterr().err
+
+
+def test_grayscale_folder_stays_one_channel(tmp_path):
+    for i in range(3):
+        save(tmp_path / f"{i}.png", np.full((12, 12), 10 * i, dtype=np.uint8), "L")
+    assert load_dataset(tmp_path, image_size=12).train.images.shape == (3, 1, 12, 12)
+
+
+def write_csv(path, rows):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label"])
+        writer.writerows(rows)
+
+
+def test_csv_next_to_an_image_folder(tmp_path):
+    for i in range(4):
+        save(tmp_path / "images" / f"{i:03d}.png", np.full((24, 24, 3), 50 * i, dtype=np.uint8))
+    write_csv(tmp_path / "grades.csv", [("images/000.png", 2), ("images/001.png", 0), ("images/002.png", 1), ("images/003.png", 0)])
+    dataset = load_dataset(tmp_path / "grades.csv", image_size=16)
+    assert detect_format(tmp_path / "grades.csv") == "csv"
+    assert dataset.train.labels.tolist() == [2, 0, 1, 0] and dataset.train.images.shape == (4, 3, 16, 16)
+    assert dataset.train.images[2].float().mean().item() == pytest.approx(100, abs=1)
+
+
+def test_csv_errors_are_one_line_and_clear(tmp_path):
+    save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    write_csv(tmp_path / "missing.csv", [("a.png", 0), ("nope.png", 1)])
+    with pytest.raises(DataError, match="1 files that do not exist"):
+        load_dataset(tmp_path / "missing.csv")
+    write_csv(tmp_path / "escape.csv", [("a.png", 0), ("../outside.png", 1)])
+    with pytest.raises(DataError, match="outside"):
+        load_dataset(tmp_path / "escape.csv")
+    (tmp_path / "noheader.csv").write_text("a.png,0\n")
+    with pytest.raises(DataError, match="'image' and 'label'"):
+        load_dataset(tmp_path / "noheader.csv")
+
+
+def test_empty_folder_and_unknown_format(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        load_dataset(tmp_path / "empty")
+    (tmp_path / "data.bin").write_bytes(b"123")
+    with pytest.raises(DataError, match="neither .npz"):
+        load_dataset(tmp_path / "data.bin")
+    with pytest.raises(DataError, match="unknown format"):
+        load_dataset(tmp_path / "empty", dataset="imagenet")
+
+
+def test_reading_writes_nothing_into_the_data_folder(tmp_path):
+    mixed_mode_folder(tmp_path / "mixed")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir())
+    load_dataset(tmp_path / "mixed", image_size=8)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir()) == before
