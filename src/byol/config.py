@@ -24,7 +24,9 @@ def option(default, help: str, **metadata):
 @dataclass
 class PretrainConfig:
     # where
-    data: str | None = option(None, "dataset folder; default: Fashion-MNIST from the Debian package dataset-fashion-mnist")
+    data: str | None = option(None, "dataset folder or file (idx, CIFAR, STL-10, image folder, image,label CSV, MedMNIST .npz); default: Fashion-MNIST from the Debian package dataset-fashion-mnist")
+    dataset: str | None = option(None, "force the format of --data instead of recognising it: idx, cifar10, cifar100, stl10, npz, csv, folder")
+    strict: bool = option(False, "stop on unreadable image files instead of skipping them with a warning")
     out: str = option("runs/fashion-mnist", "run directory: config, metrics, checkpoints, encoder weights")
     overwrite: bool = option(False, "delete a non-empty run directory first instead of refusing")
     resume: bool = option(False, "continue the run in --out from checkpoints/last.pt with its saved config")
@@ -37,7 +39,7 @@ class PretrainConfig:
     hidden_dim: int = option(1024, "hidden width of projector and predictor (paper: 4096; 1024 saves 30 % of a CPU step)")
     projection_dim: int = option(256, "output width of projector and predictor (paper: 256)")
     # optimisation
-    epochs: int = option(6, "pre-training epochs (paper: 1000 on ImageNet, 300 in ablations)")
+    epochs: int = option(8, "pre-training epochs (paper: 1000 on ImageNet, 300 in ablations)")
     batch_size: int = option(256, "global batch; the learning rate scales with it (paper: 4096, BYOL is robust down to 256)")
     optimizer: str = option("lars", "lars (the paper), sgd (momentum 0.9) or adamw")
     base_lr: float = option(4.0, "learning rate for batch 256, scaled by batch/256 (paper ImageNet: 0.2; CIFAR recipes ~1.0 with LARS; adamw ~1e-3)")

@@ -115,7 +115,7 @@ def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
 def linear_probe(
     train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
     test_labels: torch.Tensor, num_classes: int,
-    weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
+    weight_decays: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
 ) -> LinearProbeResult:
     """Linear evaluation (§4.1) on frozen features.
 
