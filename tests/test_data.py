@@ -242,3 +242,53 @@ def test_reading_writes_nothing_into_the_data_folder(tmp_path):
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir())
     load_dataset(tmp_path / "mixed", image_size=8)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir()) == before
+
+
+def small_class_folder(root, n_per_class=6, side=20):
+    for split in ("train", "test"):
+        for label, name in enumerate(("a", "b", "c")):
+            for i in range(n_per_class):
+                pixels = RNG.integers(0, 256, (side, side + 4, 3), dtype=np.uint8)
+                pixels[:, :, label] = 255 - 20 * i  # each class its own dominant channel
+                save(root / split / name / f"{i}.png", pixels)
+    return root
+
+
+def test_streamed_and_in_memory_paths_give_the_same_images(tmp_path):
+    root = small_class_folder(tmp_path / "folder")
+    in_memory = load_dataset(root, image_size=16, stream=False)
+    streamed = load_dataset(root, image_size=16, stream=True)
+    assert in_memory.train.images is not None and streamed.train.images is None and streamed.train.files is not None
+    assert len(streamed.train) == len(in_memory.train) == 18 and streamed.train.image_shape == (3, 16, 16)
+    order = torch.tensor([5, 17, 0, 3, 3, 9, 12, 1])
+    a = torch.cat(list(in_memory.train.batches(order, 3, "cpu")))
+    b = torch.cat(list(streamed.train.batches(order, 3, "cpu")))
+    assert torch.equal(a, b) and torch.equal(a, in_memory.train.images[order])
+    assert torch.equal(streamed.train.labels, in_memory.train.labels)
+    assert len(list(streamed.train.batches(order, 3, "cpu", drop_last=True))) == 2
+
+
+def test_memory_rule_streams_when_memory_is_small(tmp_path):
+    root = small_class_folder(tmp_path / "folder")
+    needed = 18 * 3 * 16 * 16  # bytes of the decoded uint8 training images
+    assert load_dataset(root, image_size=16, memory_budget=needed).train.images is not None
+    assert load_dataset(root, image_size=16, memory_budget=needed - 1).train.images is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_jpeg_decoding_matches_the_cpu_path(tmp_path):
+    for i in range(6):
+        pixels = np.zeros((40, 56, 3), dtype=np.uint8)
+        pixels[:, : 8 * (i + 1)] = (200, 40 * i, 90)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    save(tmp_path / "plain.png", pixels)  # not a JPEG: decoded on the CPU, then moved
+    streamed = load_dataset(tmp_path, image_size=32, stream=True).train
+    order = torch.arange(len(streamed))
+    on_gpu = torch.cat(list(streamed.batches(order, 4, "cuda")))
+    on_cpu = torch.cat(list(streamed.batches(order, 4, "cpu")))
+    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 32, 32)
+    # nvJPEG and libjpeg differ in their colour conversion by a level or two.
+    assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 3

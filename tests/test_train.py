@@ -83,3 +83,34 @@ def test_init_from_loads_the_encoder_into_a_new_run(tiny_idx, tmp_path):
         assert torch.equal(model.target_encoder.state_dict()[name], value)
     with pytest.raises(UserError, match="match --arch"):
         build_model(tiny_config(tiny_idx, tmp_path / "third", init_from=str(weights), arch="resnet18"), 1, 16)
+
+
+def test_streamed_run_trains_exactly_like_in_memory(tmp_path):
+    from test_data import small_class_folder
+
+    root = small_class_folder(tmp_path / "folder", n_per_class=12, side=16)
+    results = []
+    for stream in (False, True):
+        config = resolve_config(overrides=dict(data=str(root), out=str(tmp_path / f"run-{stream}"), stream=stream,
+                                               epochs=1, batch_size=12, hidden_dim=16, projection_dim=8, knn_k=5,
+                                               linear_probe=False, image_size=16))
+        results.append(pretrain(config))
+    runs = [torch.load(tmp_path / f"run-{s}" / "checkpoints" / "last.pt", weights_only=False) for s in (False, True)]
+    for name, value in runs[0]["model"].items():
+        assert torch.equal(value, runs[1]["model"][name]), name
+    assert results[0]["knn_top1"] == results[1]["knn_top1"]
+
+
+def test_given_mean_and_std_are_used_and_checked(tiny_idx, tmp_path):
+    from byol.data import load_dataset
+    from byol.train import normalisation
+
+    dataset = load_dataset(tiny_idx)
+    mean, std = normalisation(tiny_config(tiny_idx, tmp_path / "a", mean="0.25", std="0.5"), dataset, 1)
+    assert mean.tolist() == [0.25] and std.tolist() == [0.5]
+    computed = normalisation(tiny_config(tiny_idx, tmp_path / "b"), dataset, 1)
+    assert torch.allclose(computed[0], dataset.channel_stats()[0])
+    with pytest.raises(UserError, match="need 1 value"):
+        normalisation(tiny_config(tiny_idx, tmp_path / "c", mean="0.5,0.5,0.5"), dataset, 1)
+    with pytest.raises(UserError, match="comma-separated"):
+        normalisation(tiny_config(tiny_idx, tmp_path / "d", std="wide"), dataset, 1)

@@ -27,6 +27,9 @@ class PretrainConfig:
     data: str | None = option(None, "dataset folder or file (idx, CIFAR, STL-10, image folder, image,label CSV, MedMNIST .npz); default: Fashion-MNIST from the Debian package dataset-fashion-mnist")
     dataset: str | None = option(None, "force the format of --data instead of recognising it: idx, cifar10, cifar100, stl10, npz, csv, folder")
     strict: bool = option(False, "stop on unreadable image files instead of skipping them with a warning")
+    mean: str | None = option(None, "per-channel mean for normalisation, comma-separated in [0, 1] (e.g. 0.485,0.456,0.406); default: computed from the training images")
+    std: str | None = option(None, "per-channel std for normalisation, comma-separated (e.g. 0.229,0.224,0.225); default: computed")
+    stream: bool | None = option(None, "decode image files batch by batch from disk instead of all into memory; default: stream only when they would take over a quarter of the free RAM")
     out: str = option("runs/fashion-mnist", "run directory: config, metrics, checkpoints, encoder weights")
     overwrite: bool = option(False, "delete a non-empty run directory first instead of refusing")
     resume: bool = option(False, "continue the run in --out from checkpoints/last.pt with its saved config")
@@ -88,6 +91,8 @@ def _coerce(name: str, value):
             return int(value)
         if "float" in annotation:
             return float(value)
+        if isinstance(value, (list, tuple)):  # YAML lists, for --mean / --std
+            return ",".join(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError):
         raise UserError(f"setting '{name}' expects {annotation}, got {value!r}") from None

@@ -7,23 +7,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import ImageSet
+
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+    encoder: nn.Module, images: torch.Tensor | ImageSet, mean: torch.Tensor, std: torch.Tensor,
     image_size: int | None = None, batch_size: int = 1024, device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Features (N, D) of a uint8 batch (N, C, H, W), encoder in eval mode, on ``device``.
+    """Features (N, D) of uint8 images — a tensor (N, C, H, W) or an ``ImageSet``, in memory
+    or streamed — with the encoder in eval mode, computed and returned on ``device``.
 
     Images are resized to ``image_size`` when it differs from theirs (the size the
     encoder was trained at), then normalised exactly as during pre-training."""
+    image_set = images if isinstance(images, ImageSet) else ImageSet(images)
     was_training = encoder.training
     encoder.eval()
     device = torch.device(device)
     mean, std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
     features = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True).float() / 255
+    for batch in image_set.batches(torch.arange(len(image_set)), batch_size, device):
+        x = batch.float() / 255
         if image_size is not None and x.shape[-1] != image_size:
             x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True).clamp_(0, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -3,7 +3,7 @@
 ``pretrain(config)`` is what ``byol pretrain`` calls.  The run directory it writes:
 
     config.yaml            the effective settings (defaults < YAML < flags)
-    metrics.csv            one row per epoch: loss, lr, τ, images/s, k-NN accuracy
+    metrics.csv            one row per epoch: loss, lr, τ, images/s, data wait, k-NN accuracy
     tensorboard/           per-step scalars, when TensorBoard is installed
     checkpoints/last.pt    everything needed to resume, rewritten every epoch
     encoder.safetensors    the online encoder, loadable with ``byol.load_encoder``
@@ -28,11 +28,12 @@ from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
 from .byol import BYOL
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, save_config
-from .data import Dataset, load_dataset
+from .data import Dataset, ImageSet, load_dataset
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
-METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "elapsed_s", "knn_top1"]
+METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "data_wait_s", "elapsed_s",
+                  "knn_top1"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,6 +96,35 @@ def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
     return loaded
 
 
+def normalisation(config: PretrainConfig, dataset: Dataset, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """--mean/--std when given (one value per channel), else computed from the training images."""
+    computed = None
+    values = []
+    for name, given in (("mean", config.mean), ("std", config.std)):
+        if given is None:
+            computed = computed or dataset.channel_stats()
+            values.append(computed[len(values)])
+            continue
+        try:
+            numbers = [float(v) for v in str(given).split(",")]
+        except ValueError:
+            raise UserError(f"--{name} {given}: expected comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+        if len(numbers) != channels or (name == "std" and min(numbers) <= 0):
+            raise UserError(f"--{name} {given}: need {channels} value(s){' > 0' if name == 'std' else ''}, "
+                            f"one per channel of these {channels}-channel images")
+        values.append(torch.tensor(numbers))
+    return values[0], values[1]
+
+
+def fits_on_device(images: torch.Tensor, device: torch.device) -> bool:
+    """CPU: always (the images are already in RAM).  CUDA: when they take at most a quarter
+    of the free GPU memory, leaving the rest to the model and activations."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() <= free // 4
+
+
 def git_commit() -> str | None:
     """The commit of the byol source tree, recorded beside the results (None outside git)."""
     try:
@@ -150,8 +180,8 @@ def monitor_knn(model: BYOL, dataset: Dataset, mean, std, image_size: int, confi
     if not dataset.can_evaluate():
         return None
     encoder = model.online_encoder
-    bank = extract_features(encoder, dataset.eval_train.images, mean, std, image_size, device=device)
-    queries = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
+    bank = extract_features(encoder, dataset.eval_train, mean, std, image_size, device=device)
+    queries = extract_features(encoder, dataset.test, mean, std, image_size, device=device)
     return knn_accuracy(bank, dataset.eval_train.labels, queries, dataset.test.labels, dataset.num_classes,
                         config.knn_k, config.knn_temperature)
 
@@ -162,8 +192,8 @@ def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, conf
     if not dataset.can_evaluate():
         return {}
     labelled = dataset.eval_train
-    train = extract_features(encoder, labelled.images, mean, std, image_size, device=device)
-    test = extract_features(encoder, dataset.test.images, mean, std, image_size, device=device)
+    train = extract_features(encoder, labelled, mean, std, image_size, device=device)
+    test = extract_features(encoder, dataset.test, mean, std, image_size, device=device)
     results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
                                         config.knn_k, config.knn_temperature)}
     if config.linear_probe:
@@ -183,10 +213,10 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
     if config.resume:
         config = resume_config(config, set(given_options))
     device = resolve_device(config.device)
-    dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict)
-    mean, std = dataset.channel_stats()
-    train_images = dataset.train.images
-    n_images, in_channels, height, width = train_images.shape
+    dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict, config.stream)
+    train_set = dataset.train
+    n_images, (in_channels, height, width) = len(train_set), train_set.image_shape
+    mean, std = normalisation(config, dataset, in_channels)
     image_size = config.image_size or height
     steps_per_epoch = n_images // config.batch_size
     if steps_per_epoch == 0:
@@ -213,14 +243,17 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         create_run_dir(run_dir, config.overwrite)
         save_config(config, run_dir / "config.yaml")
 
-    # The whole dataset sits on the device as uint8; batches are gathered and augmented there.
-    train_images = train_images.to(device)
+    # In memory: the uint8 dataset moves to the device when it fits there, and batches are
+    # gathered and augmented on it.  Streaming: workers decode, the device augments.
+    if train_set.images is not None and fits_on_device(train_set.images, device):
+        train_set = ImageSet(train_set.images.to(device))
     mean_d, std_d = mean.to(device), std.to(device)
     views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
     log = MetricsLog(run_dir, config.resume)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
-    print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px, "
+    print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px "
+          f"({'in memory' if train_set.images is not None else 'streamed from disk'}), "
           f"{config.arch} on {device}, {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
           f"peak lr {peak_lr:.3g}; run directory {run_dir}")
 
@@ -229,13 +262,14 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         model.train()
         # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-        order = order.to(device)
         epoch_start, loss_sum, logged_loss = time.perf_counter(), torch.zeros((), device=device), float("nan")
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                   dynamic_ncols=True, mininterval=1.0)
-        window_start, window_steps = time.perf_counter(), 0
-        for batch_index in bar:
-            batch = train_images[order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]]
+        bar = tqdm(train_set.batches(order, config.batch_size, device, drop_last=True), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True, mininterval=1.0)
+        window_start, window_steps, window_wait, epoch_wait = time.perf_counter(), 0, 0.0, 0.0
+        fetch_start = time.perf_counter()
+        for batch_index, batch in enumerate(bar):
+            waited = time.perf_counter() - fetch_start  # the step waited this long for its batch
+            window_wait, epoch_wait = window_wait + waited, epoch_wait + waited
             view_1 = augment(batch, views[0], image_size, mean_d, std_d, generator)
             view_2 = augment(batch, views[1], image_size, mean_d, std_d, generator)
             view_1 = view_1.contiguous(memory_format=torch.channels_last)
@@ -255,16 +289,19 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
             # Reading the loss forces a device sync: only every log_every steps.
             if window_steps == config.log_every or batch_index == steps_per_epoch - 1:
                 logged_loss = loss_sum.item() / window_steps
-                speed = window_steps * config.batch_size / (time.perf_counter() - window_start)
-                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}", img_s=f"{speed:.0f}")
+                window_time = time.perf_counter() - window_start
+                speed = window_steps * config.batch_size / window_time
+                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}", img_s=f"{speed:.0f}",
+                                data_wait=f"{100 * window_wait / window_time:.0f}%")
                 log.scalars(step, **{"train/loss": logged_loss, "train/lr": lr, "train/tau": tau,
-                                     "train/images_per_s": speed})
+                                     "train/images_per_s": speed, "train/data_wait_fraction": window_wait / window_time})
                 loss_sum.zero_()
-                window_start, window_steps = time.perf_counter(), 0
+                window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
+            fetch_start = time.perf_counter()
         bar.close()
         epoch_time = time.perf_counter() - epoch_start
         row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
-               "images_per_s": steps_per_epoch * config.batch_size / epoch_time,
+               "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
                "elapsed_s": time.perf_counter() - started}
         save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, generator, config)
         if epoch + 1 == config.epochs:

@@ -48,11 +48,14 @@ def _inner(path: Path, test) -> Path:
 
 
 def load_dataset(path: str | Path | None = None, dataset: str | None = None, image_size: int | None = None,
-                 strict: bool = False) -> Dataset:
+                 strict: bool = False, stream: bool | None = None, memory_budget: int | None = None) -> Dataset:
     """Open the dataset at ``path``; ``None`` means Fashion-MNIST from its Debian package.
 
     ``dataset`` forces a format (one of ``FORMATS``); ``image_size`` is the side that
-    image files are resized to (default 64); ``strict`` turns skipped bad files into an error."""
+    image files are resized to (default 64); ``strict`` turns skipped bad files into an error.
+    Image files are decoded into memory when they fit the memory rule (a quarter of the
+    available RAM, or ``memory_budget`` bytes), else streamed; ``stream`` forces either.
+    Array formats (idx, CIFAR, STL-10, npz) are read into memory whole."""
     if path is None:
         if not is_idx_folder(FASHION_MNIST_DIR):
             raise DataError(
@@ -77,7 +80,7 @@ def load_dataset(path: str | Path | None = None, dataset: str | None = None, ima
     if fmt == "npz":
         return load_npz(path)
     if fmt == "csv":
-        return load_csv(path, image_size, strict)
+        return load_csv(path, image_size, strict, stream, memory_budget)
     if not path.is_dir():
         raise DataError(f"--data {path}: an image folder was expected")
-    return load_image_folder(path, image_size, strict)
+    return load_image_folder(path, image_size, strict, stream, memory_budget)

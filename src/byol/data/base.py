@@ -1,6 +1,9 @@
-"""What every reader returns: uint8 images in memory, optional labels, optional test split."""
+"""What every reader returns: uint8 images (in memory or streamed), optional labels, optional test split."""
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -12,10 +15,67 @@ class DataError(UserError):
     """The data the user pointed at cannot be used; the message says why and what to do."""
 
 
+def loader_workers() -> int:
+    """DataLoader workers for decoding files: the cores there are, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+def collate_decoded(items: list) -> torch.Tensor:
+    """Stack the images that decoded; name the ones that did not (streaming path)."""
+    good = [tensor for tensor, _ in items if tensor is not None]
+    for tensor, error in items:
+        if tensor is None:
+            print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
+    return torch.stack(good)
+
+
 @dataclass
 class ImageSet:
-    images: torch.Tensor                # (N, C, H, W) uint8
+    """Images and optional labels, either decoded in memory or streamed from files.
+
+    In memory: ``images`` (N, C, H, W) uint8, a batch is a gather.  Streaming:
+    ``files`` (a map-style torch Dataset yielding ``(uint8 (C, H, W) or None, error)``),
+    a batch is decoded by DataLoader workers.  ``batches`` hides which."""
+
+    images: torch.Tensor | None = None  # (N, C, H, W) uint8
     labels: torch.Tensor | None = None  # (N,) int64
+    files: torch.utils.data.Dataset | None = None
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.files)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        if self.images is not None:
+            return tuple(self.images.shape[1:])
+        return (self.files.channels, self.files.size, self.files.size)
+
+    def batches(self, order: torch.Tensor, batch_size: int, device: torch.device | str,
+                drop_last: bool = False) -> Iterator[torch.Tensor]:
+        """uint8 batches of the images at indices ``order``, delivered on ``device``."""
+        device = torch.device(device)
+        if self.images is not None:
+            order = order.to(self.images.device)
+            end = len(order) - len(order) % batch_size if drop_last else len(order)
+            for start in range(0, end, batch_size):
+                yield self.images[order[start:start + batch_size]].to(device, non_blocking=True)
+            return
+        if device.type == "cuda" and hasattr(self.files, "paths"):
+            # JPEGs decode on the GPU (nvJPEG); workers only read their bytes.
+            from .images import EncodedFiles, decode_on_device
+
+            encoded = EncodedFiles(self.files.paths, self.files.size, self.files.channels)
+            loader = torch.utils.data.DataLoader(encoded, batch_size=batch_size, sampler=order.tolist(),
+                                                 drop_last=drop_last, num_workers=loader_workers(), collate_fn=list)
+            for items in loader:
+                yield decode_on_device(items, self.files, device)
+            return
+        loader = torch.utils.data.DataLoader(
+            self.files, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
+            num_workers=loader_workers(), collate_fn=collate_decoded, pin_memory=device.type == "cuda")
+        for batch in loader:
+            yield batch.to(device, non_blocking=True)
 
 
 @dataclass
@@ -48,9 +108,10 @@ class Dataset:
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the training images in [0, 1], for normalisation."""
-        images = self.train.images
-        n_channels = images.shape[1]
-        # A 10k-image sample pins the statistics to ~3 decimals at a fraction of the cost.
-        sample = images[torch.linspace(0, len(images) - 1, min(len(images), 10_000)).long()]
-        pixels = sample.transpose(0, 1).reshape(n_channels, -1).double() / 255
+        n = len(self.train)
+        # A sample pins the statistics to ~3 decimals at a fraction of the cost
+        # (10k images in memory, 2k when each has to be decoded from a file).
+        index = torch.linspace(0, n - 1, min(n, 10_000 if self.train.images is not None else 2_000)).long()
+        sample = torch.cat(list(self.train.batches(index, 256, "cpu")))
+        pixels = sample.transpose(0, 1).reshape(sample.shape[1], -1).double() / 255
         return pixels.mean(dim=1).float(), pixels.std(dim=1).float()

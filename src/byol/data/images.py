@@ -1,6 +1,7 @@
 """Folders of image files: class sub-folders, unlabeled (recursive), or a CSV of
 ``image,label``.  Files are decoded in DataLoader workers, normalised to one mode
-and one size, and held in memory as uint8.
+and one size, and held in memory as uint8 — or, when they would not fit
+(``MEMORY_FRACTION``), streamed: decoded batch by batch in DataLoader workers.
 
 Every PIL mode becomes 8-bit L or RGB the same way: 1-bit and P through PIL's
 own conversion, 16/32-bit integer scaled by its full range, alpha dropped (LA →
@@ -11,6 +12,7 @@ Images are resized so the shorter side is ``size`` and centre-cropped square.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .base import DataError, Dataset, ImageSet
+from .base import DataError, Dataset, ImageSet, loader_workers
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -73,6 +75,55 @@ class ImageFiles(torch.utils.data.Dataset):
             return None, f"{type(error).__name__}: {error}"
 
 
+class EncodedFiles(ImageFiles):
+    """For GPU decoding: JPEG files come back as their raw bytes (a 1-D uint8 tensor) for
+    ``decode_on_device``; every other file is decoded here as ``ImageFiles`` does."""
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            try:
+                return ("jpeg", torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)), str(path)
+            except OSError as error:
+                return None, f"{type(error).__name__}: {error}"
+        return super().__getitem__(index)
+
+
+def decode_on_device(items: list, files: ImageFiles, device: torch.device) -> torch.Tensor:
+    """A batch from ``EncodedFiles`` on ``device``: JPEG bytes decoded there by nvJPEG
+    (``torchvision.io.decode_jpeg``, EXIF orientation applied), resized and centre-cropped
+    like the CPU path (antialiased bicubic); CPU-decoded images just move over.  A JPEG
+    that nvJPEG refuses (CMYK, say) is decoded by PIL instead."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.GRAY if files.channels == 1 else ImageReadMode.RGB
+    out = []
+    for item, note in items:
+        if item is None:
+            print(f"byol: warning: skipped an unreadable image while streaming: {note}", file=sys.stderr)
+            continue
+        if not isinstance(item, tuple):
+            out.append(item.to(device, non_blocking=True))
+            continue
+        try:
+            image = decode_jpeg(item[1], mode=mode, device=device, apply_exif_orientation=True)
+        except RuntimeError:
+            image, error = ImageFiles([Path(note)], files.size, files.channels)[0]
+            if image is None:
+                print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
+                continue
+            out.append(image.to(device))
+            continue
+        height, width = image.shape[1:]
+        scale = files.size / min(height, width)
+        new_h, new_w = max(files.size, round(height * scale)), max(files.size, round(width * scale))
+        resized = torch.nn.functional.interpolate(image[None].float(), size=(new_h, new_w), mode="bicubic",
+                                                  antialias=True).clamp_(0, 255).round_().to(torch.uint8)[0]
+        top, left = (new_h - files.size) // 2, (new_w - files.size) // 2
+        out.append(resized[:, top:top + files.size, left:left + files.size])
+    return torch.stack(out)
+
+
 def image_mode(path: Path) -> str | None:
     """The file's PIL mode from its header, or None when it is not a readable image."""
     try:
@@ -82,32 +133,68 @@ def image_mode(path: Path) -> str | None:
         return None
 
 
-def decode_all(paths: list[Path], size: int, strict: bool, workers: int | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Decode ``paths`` into (N_ok, C, size, size) uint8; returns the tensor and the indices kept.
+def available_memory() -> int:
+    """Bytes of RAM available now (Linux MemAvailable; total free pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-    Unreadable files (empty, truncated, not an image, no permission) are skipped with one
-    warning naming the count and the first few, or raise with ``strict``."""
+
+# The memory rule: decode into memory when the uint8 tensor takes at most this share of
+# the RAM available, else stream.  A quarter leaves room for the model, the optimizer,
+# evaluation features and the rest of the machine.
+MEMORY_FRACTION = 0.25
+
+
+def _report_bad(bad: list[str], strict: bool) -> None:
+    if not bad:
+        return
+    listing = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    if strict:
+        raise DataError(f"{len(bad)} unreadable image files: {listing} (remove them, or drop --strict to skip them)")
+    print(f"byol: warning: skipped {len(bad)} unreadable image files: {listing}", file=sys.stderr)
+
+
+def make_image_set(paths: list[Path], labels: list[int] | None, size: int, strict: bool,
+                   stream: bool | None = None, memory_budget: int | None = None) -> ImageSet:
+    """Images of ``paths`` (with ``labels``), decoded into memory or, when the memory rule
+    says they do not fit (or ``stream`` is True), streamed from disk batch by batch.
+
+    Unreadable files (empty, not an image, no permission, truncated) are skipped with
+    one warning naming the count and the first few, or raise with ``strict``."""
     modes = [image_mode(p) for p in paths]
-    channels = 1 if all(m in GRAY_MODES for m in modes if m is not None) else 3
-    workers = min(8, len(paths) // 256, torch.get_num_threads()) if workers is None else workers
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, size, channels), batch_size=64, num_workers=max(workers, 0),
+    bad = [f"{p} (not a readable image)" for p, mode in zip(paths, modes) if mode is None]
+    keep = [i for i, mode in enumerate(modes) if mode is not None]
+    channels = 1 if all(modes[i] in GRAY_MODES for i in keep) else 3
+    files = ImageFiles([paths[i] for i in keep], size, channels)
+    kept_labels = torch.tensor([labels[i] for i in keep], dtype=torch.long) if labels is not None else None
+    budget = MEMORY_FRACTION * available_memory() if memory_budget is None else memory_budget
+    if stream is None:
+        stream = len(keep) * channels * size * size > budget
+    if stream:
+        _report_bad(bad, strict)  # truncated files show up only when a batch decodes them
+        if not keep:
+            raise DataError("no readable images among the files found")
+        return ImageSet(labels=kept_labels, files=files)
+    loader = torch.utils.data.DataLoader(files, batch_size=64, num_workers=min(loader_workers(), len(keep) // 256),
                                          collate_fn=list)
-    images, kept, bad = [], [], []
-    for batch_start, batch in zip(range(0, len(paths), 64), loader):
+    images, decoded = [], []
+    for batch_start, batch in zip(range(0, len(keep), 64), loader):
         for offset, (tensor, error) in enumerate(batch):
             if tensor is None:
-                bad.append(f"{paths[batch_start + offset]} ({error})")
+                bad.append(f"{files.paths[batch_start + offset]} ({error})")
             else:
                 images.append(tensor)
-                kept.append(batch_start + offset)
-    if bad:
-        listing = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
-        if strict:
-            raise DataError(f"{len(bad)} unreadable image files: {listing} (remove them, or drop --strict to skip them)")
-        print(f"byol: warning: skipped {len(bad)} unreadable image files: {listing}", file=sys.stderr)
+                decoded.append(batch_start + offset)
+    _report_bad(bad, strict)
     if not images:
         raise DataError("no readable images among the files found")
-    return torch.stack(images), kept
+    return ImageSet(torch.stack(images), kept_labels[decoded] if kept_labels is not None else None)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -125,7 +212,8 @@ def class_folders(folder: Path) -> list[Path]:
     return [p for p in subfolders if list_images(p)]
 
 
-def _labelled_folder(folder: Path, size: int, strict: bool, classes: list[str] | None = None) -> tuple[ImageSet, list[str]]:
+def _labelled_folder(folder: Path, size: int, strict: bool, stream, memory_budget,
+                     classes: list[str] | None = None) -> tuple[ImageSet, list[str]]:
     classes = classes or [p.name for p in class_folders(folder)]
     paths, labels = [], []
     for index, name in enumerate(classes):
@@ -134,29 +222,30 @@ def _labelled_folder(folder: Path, size: int, strict: bool, classes: list[str] |
         labels += [index] * len(files)
     if not paths:
         raise DataError(f"{folder}: no images in its class folders")
-    images, kept = decode_all(paths, size, strict)
-    return ImageSet(images, torch.tensor(labels)[kept]), classes
+    return make_image_set(paths, labels, size, strict, stream, memory_budget), classes
 
 
-def load_image_folder(folder: Path, size: int | None, strict: bool) -> Dataset:
+def load_image_folder(folder: Path, size: int | None, strict: bool, stream: bool | None = None,
+                      memory_budget: int | None = None) -> Dataset:
     """``folder/train/<class>/*``, ``folder/test/<class>/*`` (test optional), or
     ``folder/<class>/*`` (labelled, no test split), or any other folder of images (unlabeled)."""
     size = size or DEFAULT_SIZE
     train_dir, test_dir = folder / "train", folder / "test"
     if train_dir.is_dir() and class_folders(train_dir):
-        train, classes = _labelled_folder(train_dir, size, strict)
-        test = _labelled_folder(test_dir, size, strict, classes)[0] if test_dir.is_dir() else None
+        train, classes = _labelled_folder(train_dir, size, strict, stream, memory_budget)
+        test = _labelled_folder(test_dir, size, strict, stream, memory_budget, classes)[0] if test_dir.is_dir() else None
         return Dataset(folder.name, train, test, tuple(classes))
     if class_folders(folder):
-        train, classes = _labelled_folder(folder, size, strict)
+        train, classes = _labelled_folder(folder, size, strict, stream, memory_budget)
         return Dataset(folder.name, train, None, tuple(classes))
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no image files found (looked recursively for {', '.join(sorted(EXTENSIONS))})")
-    return Dataset(folder.name, ImageSet(decode_all(paths, size, strict)[0]))
+    return Dataset(folder.name, make_image_set(paths, None, size, strict, stream, memory_budget))
 
 
-def load_csv(path: Path, size: int | None, strict: bool) -> Dataset:
+def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = None,
+             memory_budget: int | None = None) -> Dataset:
     """A CSV with columns ``image,label`` (a header row naming them), image paths relative to the
     CSV's folder — DRAC-style challenge data.  Labels that are all integers keep their
     values; otherwise classes are the sorted label names."""
@@ -183,6 +272,5 @@ def load_csv(path: Path, size: int | None, strict: bool) -> Dataset:
     else:
         classes = sorted(set(names))
         labels = [classes.index(n) for n in names]
-    images, kept = decode_all(paths, size or DEFAULT_SIZE, strict)
-    return Dataset(path.stem, ImageSet(images, torch.tensor(labels)[kept]), None,
-                   tuple(classes) if classes else None)
+    return Dataset(path.stem, make_image_set(paths, labels, size or DEFAULT_SIZE, strict, stream, memory_budget),
+                   None, tuple(classes) if classes else None)
