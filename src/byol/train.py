@@ -227,7 +227,8 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
 
     torch.manual_seed(config.seed)
     model = build_model(config, in_channels, image_size).to(device)
-    # channels-last: faster convolutions on tensor cores, and +19 % images/s on a 2-core CPU (measured).
+    # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU
+    # (benchmarks/cpu_step.py).
     model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(config.optimizer, parameter_groups(
         [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), peak_lr)
