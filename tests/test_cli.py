@@ -61,3 +61,15 @@ def test_missing_default_dataset_says_how_to_get_it(monkeypatch, tmp_path, capsy
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     assert_one_line_error(run_cli("pretrain", "--out", str(tmp_path / "empty"), "--resume"), "no checkpoint")
+
+
+def test_shipped_configs_resolve():
+    from pathlib import Path
+
+    from byol import resolve_config
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = resolve_config(path)
+        assert config.arch in ("resnet18", "resnet50") and config.optimizer == "lars", path
