@@ -167,6 +167,7 @@ def test_every_image_mode_and_broken_files(tmp_path, capsys):
     dataset = load_dataset(tmp_path / "mixed", image_size=16)
     warning = capsys.readouterr().err
     assert "skipped 3 unreadable image files" in warning and warning.count("\n") == 1
+    assert all(name in warning for name in ("empty.png", "not_an_image.jpg", "truncated.png"))
     images = dataset.train.images
     assert images.shape == (9, 3, 16, 16) and images.dtype == torch.uint8  # RGB: some images are colour modes
     names = ["cmyk", "l", "la", "one_bit", "p", "rgb", "rgba", "rotated", "sixteen"]  # sorted file order

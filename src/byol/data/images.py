@@ -72,7 +72,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 array = resize_square(to_8bit(image, self.channels), self.size)
             return torch.from_numpy(np.array(array.transpose(2, 0, 1))), ""  # a writable copy
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-            return None, f"{type(error).__name__}: {error}"
+            return None, f"{self.paths[index]} ({type(error).__name__}: {error})"
 
 
 class EncodedFiles(ImageFiles):
@@ -85,7 +85,7 @@ class EncodedFiles(ImageFiles):
             try:
                 return ("jpeg", torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)), str(path)
             except OSError as error:
-                return None, f"{type(error).__name__}: {error}"
+                return None, f"{path} ({type(error).__name__}: {error})"
         return super().__getitem__(index)
 
 
@@ -187,7 +187,7 @@ def make_image_set(paths: list[Path], labels: list[int] | None, size: int, stric
     for batch_start, batch in zip(range(0, len(keep), 64), loader):
         for offset, (tensor, error) in enumerate(batch):
             if tensor is None:
-                bad.append(f"{files.paths[batch_start + offset]} ({error})")
+                bad.append(error)
             else:
                 images.append(tensor)
                 decoded.append(batch_start + offset)
