@@ -9,8 +9,8 @@ from byol.augment import (ViewParams, ViewRecipe, apply_view, augment, byol_view
                           sample_view_params)
 
 
-def params_for(n, height, width, seed=0, recipe=ViewRecipe()):
-    return sample_view_params(recipe, n, height, width, torch.Generator().manual_seed(seed))
+def params_for(n, height, width, seed=0, recipe=None):
+    return sample_view_params(recipe or ViewRecipe(), n, height, width, torch.Generator().manual_seed(seed))
 
 
 def test_every_image_gets_its_own_draw():

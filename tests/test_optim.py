@@ -37,7 +37,7 @@ def test_lars_step_arithmetic():
             expected = w - 0.5 * (1e-3 * w.norm() / update.norm()) * update
         else:  # bias / BN: plain SGD, no decay
             expected = w - 0.5 * g
-        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7), name
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_lars_momentum_accumulates():

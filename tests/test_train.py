@@ -114,3 +114,15 @@ def test_given_mean_and_std_are_used_and_checked(tiny_idx, tmp_path):
         normalisation(tiny_config(tiny_idx, tmp_path / "c", mean="0.5,0.5,0.5"), dataset, 1)
     with pytest.raises(UserError, match="comma-separated"):
         normalisation(tiny_config(tiny_idx, tmp_path / "d", std="wide"), dataset, 1)
+
+
+def test_resume_with_a_foreign_rng_state_warns_and_continues(tiny_idx, tmp_path, capsys):
+    """A checkpoint written on another device type holds an RNG state this generator cannot take."""
+    run = tmp_path / "run"
+    pretrain(tiny_config(tiny_idx, run, epochs=2, stop_after=1, linear_probe=False))
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    checkpoint["augment_rng"] = torch.zeros(16, dtype=torch.uint8)  # not a CPU generator state
+    torch.save(checkpoint, run / "checkpoints" / "last.pt")
+    pretrain(resolve_config(overrides={"out": str(run), "resume": True}), given_options={"out", "resume"})
+    assert "re-seeded" in capsys.readouterr().err
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2

@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import sys
 
-from .config import FIELDS, PretrainConfig, UserError, resolve_config
+from .config import PretrainConfig, UserError, resolve_config
 
 
 class Parser(argparse.ArgumentParser):

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -238,8 +239,13 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["augment_rng"].cpu())  # RNG states are CPU byte tensors, also for CUDA
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        try:
+            generator.set_state(checkpoint["augment_rng"].cpu())  # RNG states are CPU byte tensors, also for CUDA
+        except RuntimeError:  # written on another device type: CPU and CUDA generator states differ
+            generator.manual_seed(config.seed + step)
+            print("byol: warning: the checkpoint's augmentation RNG state is from another device type; re-seeded it "
+                  "(weights, optimizer, step and tau are restored exactly)", file=sys.stderr)
     else:  # everything the user gave has been checked: only now touch the disk
         create_run_dir(run_dir, config.overwrite)
         save_config(config, run_dir / "config.yaml")
