@@ -73,3 +73,41 @@ def test_shipped_configs_resolve():
     for path in configs:
         config = resolve_config(path)
         assert config.arch in ("resnet18", "resnet50") and config.optimizer == "lars", path
+
+
+def test_eval_commands_score_a_run_and_random_init(tiny_idx, tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(tiny_idx), "--out", str(run), "--epochs", "1", "--batch-size", "32",
+                 "--hidden-dim", "32", "--knn-k", "10", "--no-linear-probe"]) == 0
+    for init in (f"byol:{run}", str(run / "encoder.safetensors"), "random"):
+        out = tmp_path / f"eval-{init[-6:]}"
+        assert main(["eval", "knn", "--init", init, "--data", str(tiny_idx), "--out", str(out), "--knn-k", "10"]) == 0
+        text = (out / "eval-knn.md").read_text()
+        assert "Confusion matrix" in text and "balanced_accuracy" in (out / "eval-knn.csv").read_text()
+    assert main(["eval", "linear", "--init", "random", "--data", str(tiny_idx), "--out", str(tmp_path / "lin")]) == 0
+    assert "macro_f1" in (tmp_path / "lin" / "eval-linear.csv").read_text()
+
+
+def test_eval_loads_a_torchvision_state_dict_for_gray_images(tmp_path):
+    import torch
+    import torchvision
+
+    from byol.config import UserError
+    from byol.evaluate import resolve_encoder
+
+    reference = torchvision.models.resnet18().state_dict()
+    torch.save(reference, tmp_path / "resnet18.pth")  # as a user's own downloaded weights file would be
+    encoder = resolve_encoder(str(tmp_path / "resnet18.pth"), "resnet18", in_channels=1, image_size=224)
+    assert torch.equal(encoder.conv1.weight, reference["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(encoder.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
+    with pytest.raises(UserError, match="does not fit --arch resnet50"):
+        resolve_encoder(str(tmp_path / "resnet18.pth"), "resnet50", in_channels=3, image_size=224)
+
+
+def test_eval_errors_are_one_line(tiny_idx, tmp_path):
+    assert_one_line_error(run_cli("eval", "knn", "--init", str(tmp_path / "nothing"), "--data", str(tiny_idx)),
+                          "no weights file")
+    (tmp_path / "junk.pth").write_bytes(b"not a state dict")
+    assert_one_line_error(run_cli("eval", "linear", "--init", str(tmp_path / "junk.pth"), "--data", str(tiny_idx)),
+                          "not a PyTorch state dict")
+    assert_one_line_error(run_cli("eval", "svm", "--init", "random"), "invalid choice")

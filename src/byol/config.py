@@ -10,11 +10,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 
 class UserError(Exception):
     """Something the user can fix: the message is one line saying what and how."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library's exception text cut to its first line, to quote inside a one-line UserError."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def option(default, help: str, **metadata):
@@ -145,3 +152,12 @@ def validate(config: PretrainConfig) -> None:
 
 def save_config(config: PretrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def resolve_device(name: str) -> torch.device:
+    """The --device setting as a torch device: auto means CUDA when PyTorch sees a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)

@@ -1,13 +1,17 @@
 """How good is an encoder (paper §4): frozen features → weighted k-NN and a linear probe."""
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageSet
+from .backbones import create_encoder, load_encoder
+from .config import UserError, first_line, resolve_device
+from .data import ImageSet, load_dataset
 
 
 @torch.no_grad()
@@ -66,10 +70,11 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, num_c
 
 @dataclass
 class LinearProbeResult:
-    accuracy: float          # test top-1, 0–1
-    weight_decay: float      # L2 strength chosen on the validation split
-    val_accuracy: float      # validation top-1 at that strength
-    classifier: nn.Linear    # fitted on standardised features (see ``standardise``)
+    accuracy: float            # test top-1, 0–1
+    weight_decay: float        # L2 strength chosen on the validation split
+    val_accuracy: float        # validation top-1 at that strength
+    classifier: nn.Linear      # fitted on standardised features (see ``standardise``)
+    test_scores: torch.Tensor  # (N_test, num_classes) logits
 
 
 def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -139,6 +144,129 @@ def linear_probe(
         best = max(best, (val_accuracy, weight_decay))
     val_accuracy, weight_decay = best
     classifier = fit_logistic_regression(train_features, train_labels, num_classes, weight_decay)
-    predicted = classifier(test_features).argmax(dim=1).cpu()
-    accuracy = (predicted == test_labels.cpu()).float().mean().item()
-    return LinearProbeResult(accuracy, weight_decay, val_accuracy, classifier)
+    scores = classifier(test_features)
+    accuracy = (scores.argmax(dim=1).cpu() == test_labels.cpu()).float().mean().item()
+    return LinearProbeResult(accuracy, weight_decay, val_accuracy, classifier, scores)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts; rows are true classes, columns predictions."""
+    index = labels.cpu().long() * num_classes + predicted.cpu().long()
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def quadratic_weighted_kappa(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Cohen's kappa with quadratic weights (the DRAC 2022 grading metric): 1 − Σ w·O / Σ w·E
+    with w_ij = (i − j)² / (K − 1)², O the confusion matrix, E the outer product of its
+    marginals scaled to the same total."""
+    observed = confusion_matrix(predicted, labels, num_classes).double()
+    expected = observed.sum(1, keepdim=True) @ observed.sum(0, keepdim=True) / observed.sum()
+    grades = torch.arange(num_classes, dtype=torch.float64)
+    weights = (grades[:, None] - grades[None, :]) ** 2 / max(num_classes - 1, 1) ** 2
+    denominator = (weights * expected).sum()
+    return 1.0 if denominator == 0 else float(1 - (weights * observed).sum() / denominator)
+
+
+def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Top-1 (and top-5 with ≥ 5 classes), balanced accuracy, macro-F1, quadratic weighted
+    kappa, per-class accuracy and the confusion matrix, from class scores (N, K)."""
+    scores, labels = scores.cpu(), labels.cpu()
+    predicted = scores.argmax(dim=1)
+    matrix = confusion_matrix(predicted, labels, num_classes).double()
+    support, predicted_count, correct = matrix.sum(1), matrix.sum(0), matrix.diag()
+    present = support > 0
+    per_class = torch.where(present, correct / support.clamp_min(1), torch.nan)
+    precision = correct / predicted_count.clamp_min(1)
+    f1 = torch.where(present, 2 * precision * per_class / (precision + per_class).clamp_min(1e-12), torch.nan)
+    results = {
+        "top1": (predicted == labels).double().mean().item(),
+        "balanced_accuracy": per_class[present].mean().item(),
+        "macro_f1": f1[present].nan_to_num(0.0).mean().item(),
+        "qwk": quadratic_weighted_kappa(predicted, labels, num_classes),
+        "per_class_accuracy": per_class.tolist(),
+        "confusion_matrix": matrix.long().tolist(),
+    }
+    if num_classes >= 5:
+        results["top5"] = (scores.topk(5, dim=1).indices == labels[:, None]).any(dim=1).double().mean().item()
+    return results
+
+
+def resolve_encoder(init: str, arch: str, in_channels: int, image_size: int) -> nn.Module:
+    """The encoder ``--init`` names: ``random`` (``arch`` at random initialisation),
+    ``byol:RUN_DIR`` or a run directory (its encoder.safetensors), or a weights file —
+    byol's ``.safetensors``, or a torchvision state dict (``.pth``/``.pt``) of ``arch``,
+    e.g. ImageNet weights you downloaded yourself (nothing is downloaded here)."""
+    if init == "random":
+        return create_encoder(arch, in_channels, None, image_size)
+    path = Path(init.removeprefix("byol:"))
+    if path.is_dir():
+        path = path / "encoder.safetensors"
+    if not path.is_file():
+        raise UserError(f"--init {init}: no weights file at {path} (give random, a run directory or a weights file)")
+    if path.suffix == ".safetensors":
+        try:
+            return load_encoder(path)
+        except Exception as error:  # a foreign or damaged file: say which, not where it broke
+            raise UserError(f"--init {path}: not a byol encoder file ({first_line(error)})") from None
+    encoder = create_encoder(arch, in_channels, None, image_size)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"--init {path}: not a PyTorch state dict ({first_line(error)})") from None
+    state = {k: v for k, v in state.get("state_dict", state).items() if not k.startswith("fc.")}
+    if in_channels == 1 and state.get("conv1.weight") is not None and state["conv1.weight"].shape[1] == 3:
+        state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)  # RGB filters on gray input
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as error:
+        detail = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise UserError(f"--init {path} does not fit --arch {arch} ({detail[min(1, len(detail) - 1)]})") from None
+    return encoder
+
+
+METRIC_NAMES = ("top1", "top5", "balanced_accuracy", "macro_f1", "qwk")
+
+
+def evaluate_encoder(init: str, method: str, data: str | None = None, arch: str = "narrow_resnet",
+                     image_size: int | None = None, out: str | None = None, device: str = "auto",
+                     knn_k: int = 200, knn_temperature: float = 0.1, seed: int = 0) -> dict:
+    """``byol eval knn|linear``: frozen features of the ``init`` encoder on the dataset's
+    labelled train split, scored on its test split; results printed and, with ``out``,
+    written as eval-METHOD.csv and eval-METHOD.md."""
+    if method not in ("knn", "linear"):
+        raise UserError(f"unknown evaluation '{method}'; choose knn or linear")
+    target_device = resolve_device(device)
+    dataset = load_dataset(data, image_size=image_size)
+    if not dataset.can_evaluate():
+        raise UserError(f"{dataset.name} has no labelled train and test splits to evaluate on")
+    channels, height, _ = dataset.train.image_shape
+    torch.manual_seed(seed)  # a random-init baseline is reproducible from --seed
+    encoder = resolve_encoder(init, arch, channels, image_size or height).to(target_device)
+    encoder = encoder.to(memory_format=torch.channels_last)
+    mean, std = dataset.channel_stats()
+    labelled, num_classes = dataset.eval_train, dataset.num_classes
+    train = extract_features(encoder, labelled, mean, std, image_size or height, device=target_device)
+    test = extract_features(encoder, dataset.test, mean, std, image_size or height, device=target_device)
+    if method == "knn":
+        scores = knn_predict(train, labelled.labels, test, num_classes, knn_k, knn_temperature)
+    else:
+        scores = linear_probe(train, labelled.labels, test, dataset.test.labels, num_classes, seed=seed).test_scores
+    metrics = classification_metrics(scores.float(), dataset.test.labels, num_classes)
+    row = {"init": init, "method": method, **{k: metrics[k] for k in METRIC_NAMES if k in metrics}}
+    table = "| " + " | ".join(row) + " |\n|" + " --- |" * len(row) + "\n| " + " | ".join(
+        v if isinstance(v, str) else f"{100 * v:.2f}" if k != "qwk" else f"{v:.4f}" for k, v in row.items()) + " |"
+    print(table)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with (Path(out) / f"eval-{method}.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerow(row)
+        classes = dataset.classes or tuple(str(i) for i in range(num_classes))
+        per_class = "\n".join(f"| {name} | {100 * acc:.2f} |" for name, acc in zip(classes, metrics["per_class_accuracy"]))
+        confusion = "\n".join("| " + " | ".join(map(str, r)) + " |" for r in metrics["confusion_matrix"])
+        (Path(out) / f"eval-{method}.md").write_text(
+            f"# {method} evaluation of {init} on {dataset.name}\n\n{table}\n\n## Per-class accuracy (%)\n\n"
+            f"| class | accuracy |\n| --- | --- |\n{per_class}\n\n## Confusion matrix (rows: true, columns: predicted)"
+            f"\n\n|{' |' * num_classes}\n|{' --- |' * num_classes}\n{confusion}\n")
+    return metrics

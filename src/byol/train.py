@@ -28,21 +28,13 @@ from tqdm import tqdm
 from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
 from .byol import BYOL
-from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, save_config
+from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "data_wait_s", "elapsed_s",
                   "knn_top1"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
 
 
 def check_run_dir(config: PretrainConfig) -> Path:
@@ -90,7 +82,7 @@ def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
     try:
         loaded = load_encoder(path)
     except Exception as error:  # a foreign or damaged file: say which, not where it broke
-        raise UserError(f"--init-from {path}: not a byol encoder file ({error})") from None
+        raise UserError(f"--init-from {path}: not a byol encoder file ({first_line(error)})") from None
     if loaded.encoder_config != encoder.encoder_config:
         raise UserError(f"--init-from {path} holds {loaded.encoder_config}, but this run builds "
                         f"{encoder.encoder_config}; match --arch/--small-stem/--image-size")

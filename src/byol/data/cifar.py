@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import first_line
 from .base import DataError, Dataset, ImageSet
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -19,7 +20,7 @@ def _unpickle(path: Path) -> dict:
         with path.open("rb") as handle:
             batch = pickle.load(handle, encoding="bytes")
     except (OSError, pickle.UnpicklingError, EOFError) as error:
-        raise DataError(f"{path} is not a readable CIFAR batch ({error})") from None
+        raise DataError(f"{path} is not a readable CIFAR batch ({first_line(error)})") from None
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
 
 

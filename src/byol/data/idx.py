@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import first_line
 from .base import DataError, Dataset, ImageSet
 
 
@@ -17,7 +18,7 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError) as error:
-        raise DataError(f"{path} cannot be read ({error})") from None
+        raise DataError(f"{path} cannot be read ({first_line(error)})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte idx file (bad magic number)")
     n_dims = raw[3]

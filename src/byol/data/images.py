@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import first_line
 from .base import DataError, Dataset, ImageSet, loader_workers
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -254,7 +255,7 @@ def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = N
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"{path} cannot be read as CSV ({error})") from None
+        raise DataError(f"{path} cannot be read as CSV ({first_line(error)})") from None
     if not rows or not {"image", "label"} <= set(rows[0]):
         raise DataError(f"{path} needs a header row with columns 'image' and 'label'")
     paths, missing = [], []

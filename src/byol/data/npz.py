@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import first_line
 from .base import DataError, Dataset, ImageSet
 
 
@@ -41,7 +42,7 @@ def load_npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as archive:
             train, test = _split(archive, "train", path), _split(archive, "test", path)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path} is not a readable .npz file ({error})") from None
+        raise DataError(f"{path} is not a readable .npz file ({first_line(error)})") from None
     if train is None:
         raise DataError(f"{path} has no 'train_images' array (MedMNIST layout: train_images, train_labels, ...)")
     return Dataset(path.stem, train, test)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
+
+from byol.evaluate import (classification_metrics, knn_accuracy, linear_probe, quadratic_weighted_kappa,
+                           stratified_split)
+
+
+def test_quadratic_weighted_kappa_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    for num_classes in (2, 3, 5):
+        labels = rng.integers(0, num_classes, 200)
+        predicted = np.clip(labels + rng.integers(-1, 2, 200), 0, num_classes - 1)
+        ours = quadratic_weighted_kappa(torch.tensor(predicted), torch.tensor(labels), num_classes)
+        assert ours == pytest.approx(cohen_kappa_score(labels, predicted, weights="quadratic"), abs=1e-12)
+    perfect = torch.tensor([0, 1, 2, 2])
+    assert quadratic_weighted_kappa(perfect, perfect, 3) == pytest.approx(1.0)
+
+
+def test_classification_metrics_match_scikit_learn():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, 300)
+    scores = torch.tensor(rng.normal(size=(300, 6)))
+    scores[torch.arange(150), torch.tensor(labels[:150])] += 3  # half of them right, confidently
+    metrics = classification_metrics(scores, torch.tensor(labels), 6)
+    predicted = scores.argmax(1).numpy()
+    assert metrics["top1"] == pytest.approx((predicted == labels).mean())
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert np.array(metrics["confusion_matrix"]).sum() == 300 and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+
+
+def test_linear_probe_separates_separable_features():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 5
+    labels = torch.arange(400) % 4
+    features = centres[labels] + torch.randn(400, 16, generator=generator)
+    result = linear_probe(features[:300], labels[:300], features[300:], labels[300:], 4)
+    assert result.accuracy == pytest.approx(1.0)
+    assert knn_accuracy(features[:300], labels[:300], features[300:], labels[300:], 4, k=20) == pytest.approx(1.0)
+
+
+def test_stratified_split_is_stratified_reproducible_and_disjoint():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    rest, held = stratified_split(labels, 0.1, seed=3)
+    assert torch.equal(held, stratified_split(labels, 0.1, seed=3)[1])
+    assert not torch.equal(held, stratified_split(labels, 0.1, seed=4)[1])
+    assert set(rest.tolist()).isdisjoint(held.tolist()) and len(rest) + len(held) == 100
+    assert torch.bincount(labels[held]).tolist() == [5, 3, 2]
+
+
+def test_random_init_baseline_is_reproducible_from_the_seed(tmp_path):
+    from byol.evaluate import evaluate_encoder
+    from conftest import write_idx
+
+    rng = np.random.default_rng(0)  # noise images, random labels: the vote depends on the encoder's weights
+    for prefix, n in (("train", 200), ("t10k", 100)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 12, 12)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 5, n))
+    runs = [evaluate_encoder("random", "knn", data=str(tmp_path), knn_k=10, seed=seed)["confusion_matrix"]
+            for seed in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
