@@ -40,6 +40,13 @@ def extract_features(
     return torch.cat(features)
 
 
+def frozen_features(encoder: nn.Module, dataset, mean: torch.Tensor, std: torch.Tensor, image_size: int | None,
+                    device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of a dataset's labelled training split and of its test split, for evaluation."""
+    return (extract_features(encoder, dataset.eval_train, mean, std, image_size, device=device),
+            extract_features(encoder, dataset.test, mean, std, image_size, device=device))
+
+
 @torch.no_grad()
 def knn_predict(
     train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
@@ -245,8 +252,7 @@ def evaluate_encoder(init: str, method: str, data: str | None = None, arch: str 
     encoder = encoder.to(memory_format=torch.channels_last)
     mean, std = dataset.channel_stats()
     labelled, num_classes = dataset.eval_train, dataset.num_classes
-    train = extract_features(encoder, labelled, mean, std, image_size or height, device=target_device)
-    test = extract_features(encoder, dataset.test, mean, std, image_size or height, device=target_device)
+    train, test = frozen_features(encoder, dataset, mean, std, image_size or height, target_device)
     if method == "knn":
         scores = knn_predict(train, labelled.labels, test, num_classes, knn_k, knn_temperature)
     else:

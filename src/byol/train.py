@@ -30,7 +30,7 @@ from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
 from .byol import BYOL
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
-from .evaluate import extract_features, knn_accuracy, linear_probe
+from .evaluate import frozen_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "data_wait_s", "elapsed_s",
@@ -91,13 +91,7 @@ def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
 
 def normalisation(config: PretrainConfig, dataset: Dataset, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """--mean/--std when given (one value per channel), else computed from the training images."""
-    computed = None
-    values = []
-    for name, given in (("mean", config.mean), ("std", config.std)):
-        if given is None:
-            computed = computed or dataset.channel_stats()
-            values.append(computed[len(values)])
-            continue
+    def parse(name: str, given: str) -> torch.Tensor:
         try:
             numbers = [float(v) for v in str(given).split(",")]
         except ValueError:
@@ -105,8 +99,12 @@ def normalisation(config: PretrainConfig, dataset: Dataset, channels: int) -> tu
         if len(numbers) != channels or (name == "std" and min(numbers) <= 0):
             raise UserError(f"--{name} {given}: need {channels} value(s){' > 0' if name == 'std' else ''}, "
                             f"one per channel of these {channels}-channel images")
-        values.append(torch.tensor(numbers))
-    return values[0], values[1]
+        return torch.tensor(numbers)
+
+    computed = dataset.channel_stats() if config.mean is None or config.std is None else None
+    mean = parse("mean", config.mean) if config.mean is not None else computed[0]
+    std = parse("std", config.std) if config.std is not None else computed[1]
+    return mean, std
 
 
 def fits_on_device(images: torch.Tensor, device: torch.device) -> bool:
@@ -167,32 +165,20 @@ def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int,
     os.replace(temporary, path)
 
 
-def monitor_knn(model: BYOL, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
-                device: torch.device) -> float | None:
-    """k-NN top-1 of the online encoder: labelled training split as the bank, test split as queries."""
-    if not dataset.can_evaluate():
-        return None
-    encoder = model.online_encoder
-    bank = extract_features(encoder, dataset.eval_train, mean, std, image_size, device=device)
-    queries = extract_features(encoder, dataset.test, mean, std, image_size, device=device)
-    return knn_accuracy(bank, dataset.eval_train.labels, queries, dataset.test.labels, dataset.num_classes,
-                        config.knn_k, config.knn_temperature)
-
-
 def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
-                     device: torch.device) -> dict:
-    """k-NN and linear-probe test accuracy on frozen features of the final encoder."""
+                     device: torch.device, probe: bool = True) -> dict:
+    """k-NN (and, with ``probe``, linear-probe) test accuracy on frozen features; {} without
+    labelled splits.  The k-NN monitor during training is this without the probe."""
     if not dataset.can_evaluate():
         return {}
     labelled = dataset.eval_train
-    train = extract_features(encoder, labelled, mean, std, image_size, device=device)
-    test = extract_features(encoder, dataset.test, mean, std, image_size, device=device)
+    train, test = frozen_features(encoder, dataset, mean, std, image_size, device)
     results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
                                         config.knn_k, config.knn_temperature)}
-    if config.linear_probe:
-        probe = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
-        results.update(linear_top1=probe.accuracy, linear_weight_decay=probe.weight_decay,
-                       linear_val_top1=probe.val_accuracy)
+    if probe:
+        result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
+        results.update(linear_top1=result.accuracy, linear_weight_decay=result.weight_decay,
+                       linear_val_top1=result.val_accuracy)
     return results
 
 
@@ -306,10 +292,11 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         if epoch + 1 == config.epochs:
             break  # the last row waits for the final evaluation's k-NN accuracy
         if config.knn_every and (epoch + 1) % config.knn_every == 0:
-            accuracy = monitor_knn(model, dataset, mean, std, image_size, config, device)
-            if accuracy is not None:
-                row["knn_top1"] = accuracy
-                print(f"epoch {epoch + 1}: k-NN top-1 {100 * accuracy:.2f} %")
+            monitor = final_evaluation(model.online_encoder, dataset, mean, std, image_size, config, device,
+                                       probe=False)
+            if monitor:
+                row["knn_top1"] = monitor["knn_top1"]
+                print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
         log.epoch(row)
 
     if end_epoch < config.epochs:
@@ -320,7 +307,7 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
 
     encoder = model.online_encoder
     save_encoder(encoder, run_dir / "encoder.safetensors")
-    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device)
+    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device, probe=config.linear_probe)
     log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     log.close()
     results.update(seconds=time.perf_counter() - started, device=str(device), torch=torch.__version__,
@@ -334,7 +321,7 @@ def print_results(results: dict, config: PretrainConfig) -> None:
     print(f"byol: finished in {results['seconds'] / 60:.1f} min")
     if "knn_top1" not in results:
         print("  no labelled test split in this dataset: nothing to evaluate (the encoder is saved)")
-    if "knn_top1" in results:
+    else:
         print(f"  k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
     if "linear_top1" in results:
         print(f"  linear-probe top-1:              {100 * results['linear_top1']:.2f} %"

@@ -20,13 +20,17 @@ def loader_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+def warn_unreadable(error: str) -> None:
+    """Streaming meets a bad file only when a batch decodes it: name it and go on."""
+    print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
+
+
 def collate_decoded(items: list) -> torch.Tensor:
     """Stack the images that decoded; name the ones that did not (streaming path)."""
-    good = [tensor for tensor, _ in items if tensor is not None]
     for tensor, error in items:
         if tensor is None:
-            print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
-    return torch.stack(good)
+            warn_unreadable(error)
+    return torch.stack([tensor for tensor, _ in items if tensor is not None])
 
 
 @dataclass

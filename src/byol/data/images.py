@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import first_line
-from .base import DataError, Dataset, ImageSet, loader_workers
+from .base import DataError, Dataset, ImageSet, loader_workers, warn_unreadable
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -101,7 +101,7 @@ def decode_on_device(items: list, files: ImageFiles, device: torch.device) -> to
     out = []
     for item, note in items:
         if item is None:
-            print(f"byol: warning: skipped an unreadable image while streaming: {note}", file=sys.stderr)
+            warn_unreadable(note)
             continue
         if not isinstance(item, tuple):
             out.append(item.to(device, non_blocking=True))
@@ -111,7 +111,7 @@ def decode_on_device(items: list, files: ImageFiles, device: torch.device) -> to
         except RuntimeError:
             image, error = ImageFiles([Path(note)], files.size, files.channels)[0]
             if image is None:
-                print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
+                warn_unreadable(error)
                 continue
             out.append(image.to(device))
             continue
