@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
-from byol.evaluate import (classification_metrics, knn_accuracy, linear_probe, quadratic_weighted_kappa,
-                           stratified_split)
+from byol.evaluate import knn_accuracy, label_split, linear_probe, stratified_split
+from byol.metrics import classification_metrics, quadratic_weighted_kappa
 
 
 def test_quadratic_weighted_kappa_matches_scikit_learn():
@@ -51,13 +52,52 @@ def test_stratified_split_is_stratified_reproducible_and_disjoint():
 
 
 def test_random_init_baseline_is_reproducible_from_the_seed(tmp_path):
-    from byol.evaluate import evaluate_encoder
+    from byol.evaluate import EvalSettings, run_evaluation
     from conftest import write_idx
 
     rng = np.random.default_rng(0)  # noise images, random labels: the vote depends on the encoder's weights
     for prefix, n in (("train", 200), ("t10k", 100)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 12, 12)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 5, n))
-    runs = [evaluate_encoder("random", "knn", data=str(tmp_path), knn_k=10, seed=seed)["confusion_matrix"]
+    runs = [run_evaluation(["random"], ["knn"], EvalSettings(data=str(tmp_path), knn_k=10, seed=seed,
+                                                             out=str(tmp_path / "out")), "eval")[0]["confusion_matrix"]
             for seed in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_label_subsets_are_stratified_reproducible_and_disjoint_from_validation():
+    labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)
+    fit, val = label_split(labels, 0.1, val_fraction=0.2, seed=7)
+    assert set(fit.tolist()).isdisjoint(val.tolist())
+    assert torch.bincount(labels[torch.cat([fit, val])]).tolist() == [50, 30, 20]  # 10 % of every class
+    assert torch.bincount(labels[val]).tolist() == [10, 6, 4]
+    again = label_split(labels, 0.1, val_fraction=0.2, seed=7)
+    assert torch.equal(fit, again[0]) and torch.equal(val, again[1])
+    other = label_split(labels, 0.1, val_fraction=0.2, seed=8)
+    assert not torch.equal(fit, other[0])
+    # 1 % of a 100-image class is one image: each class still gets one to fit and one to validate on
+    fit, val = label_split(labels, 0.001, val_fraction=0.1, seed=0)
+    assert torch.bincount(labels[fit]).tolist() == [1, 1, 1] and torch.bincount(labels[val]).tolist() == [1, 1, 1]
+    # all labels: the validation split is the probe's usual stratified split
+    fit, val = label_split(labels, 1.0, val_fraction=0.1, seed=3)
+    rest, held = stratified_split(labels, 0.1, seed=3)
+    assert torch.equal(fit, rest) and torch.equal(val, held)
+
+
+def test_probe_selects_its_l2_by_the_chosen_metric_on_the_given_validation_split():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 3
+    features = torch.randn(200, 6, generator=generator) + 2.0 * F.one_hot(labels, 6).float()
+    val_index = torch.arange(150, 200)
+    result = linear_probe(features, labels, features[:30], labels[:30], 3, val_index=val_index, metric="qwk")
+    assert result.val_score == pytest.approx(quadratic_weighted_kappa(
+        fit_and_predict(features, labels, val_index, result.weight_decay), labels[val_index], 3))
+
+
+def fit_and_predict(features, labels, val_index, weight_decay):
+    from byol.evaluate import fit_logistic_regression, standardise
+
+    features = standardise(features.float())[0]
+    fit = torch.arange(len(labels))[~torch.isin(torch.arange(len(labels)), val_index)]
+    classifier = fit_logistic_regression(features[fit], labels[fit], 3, weight_decay)
+    return classifier(features[val_index]).argmax(dim=1)

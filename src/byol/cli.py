@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from .config import PretrainConfig, UserError, resolve_config
+from .finetune import BALANCING, FinetuneSettings
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,6 +24,59 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text)
 
 
+INIT_HELP = ("byol:RUN_DIR (or a run directory) | random | pixels (raw-pixel baseline) | a weights file: "
+             "byol's .safetensors, or a torchvision .pth state dict of --arch, e.g. ImageNet weights you have")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="labelled images: class folders, image,label CSV, idx, CIFAR, STL-10, npz; "
+                        "default: Fashion-MNIST")
+    parser.add_argument("--test-data", help="test images with labels, when --data has no test split")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="without a test split or --test-data: "
+                        "stratified share of the labelled images held out as test set [default: 0.2]")
+    parser.add_argument("--label-fraction", type=float, nargs="+", default=[1.0], dest="label_fractions",
+                        help="share of the training labels used, stratified and seeded, e.g. 0.01 0.1 1 "
+                        "(each subset is saved as subset-F-seedS.csv) [default: 1]")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of those labels held out to "
+                        "choose the probe's L2 / the fine-tuning epoch [default: 0.1]")
+    parser.add_argument("--subset", help="a subset-*.csv from an earlier run: use exactly its images")
+    parser.add_argument("--metric", help="selection metric: top1, balanced_accuracy, macro_f1 or qwk "
+                        "[default: qwk with --ordinal, else top1]")
+    parser.add_argument("--ordinal", action="store_true", help="labels are ordered grades (e.g. retinopathy "
+                        "0/1/2): select by quadratic weighted kappa")
+    parser.add_argument("--arch", default="narrow_resnet", help="encoder for random init or a .pth state dict "
+                        "[default: narrow_resnet]; byol weights carry their own")
+    parser.add_argument("--image-size", type=int, help="side the images are evaluated at; default: the dataset's")
+    parser.add_argument("--out", help="folder for the results (.csv, .md, subset files) [default: the run "
+                        "directory of a byol: init, else ./byol-eval]")
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto [default: auto]")
+    parser.add_argument("--knn-k", type=int, default=200, help="neighbours in the vote [default: 200]")
+    parser.add_argument("--knn-temperature", type=float, default=0.1, help="vote temperature [default: 0.1]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random init, label subsets, splits "
+                        "and fine-tuning [default: 0]")
+
+
+def _add_finetune_options(parser: argparse.ArgumentParser) -> None:
+    defaults = FinetuneSettings()
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many epochs "
+                       f"[default: {defaults.epochs}]")
+    group.add_argument("--patience", type=int, default=defaults.patience, help="stop after this many epochs "
+                       f"without a better validation score [default: {defaults.patience}]")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"[default: {defaults.batch_size}]")
+    group.add_argument("--lr", type=float, default=defaults.base_lr, dest="base_lr", help="SGD (Nesterov) "
+                       f"learning rate per 256 images, cosine decay [default: {defaults.base_lr}]")
+    group.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                       help=f"[default: {defaults.weight_decay}]")
+    group.add_argument("--crop-min-scale", type=float, default=defaults.crop_min_scale, help="random resized "
+                       f"crop scale (min, 1), plus horizontal flip [default: {defaults.crop_min_scale}]")
+    group.add_argument("--balance", choices=BALANCING, default=defaults.balance, help="class imbalance: "
+                       "loss = class-weighted cross-entropy, sampler = class-balanced draws [default: none]")
+
+
+FINETUNE_OPTIONS = {f.name for f in dataclasses.fields(FinetuneSettings)} - {"metric"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="byol", description="BYOL self-supervised pre-training (Grill et al. 2020).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -35,22 +89,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval", help="score a frozen encoder: k-NN vote or linear probe",
-        description="Frozen-encoder evaluation (BYOL §4.1) on a labelled dataset's train and test splits: "
-                    "top-1, top-5, balanced accuracy, macro-F1, quadratic weighted kappa, per-class accuracy, "
-                    "confusion matrix.")
+        description="Frozen-encoder evaluation (BYOL §4.1): features computed once, then a weighted k-NN vote or "
+                    "a logistic-regression probe whose L2 is chosen on a validation split of the training labels.")
     evaluate.add_argument("method", choices=("knn", "linear"), help="knn: weighted cosine vote; linear: "
                           "logistic regression, L2 chosen on a validation split of the training set")
-    evaluate.add_argument("--init", required=True, help="random | byol:RUN_DIR | a run directory | weights file "
-                          "(.safetensors from byol, or a torchvision .pth state dict of --arch)")
-    evaluate.add_argument("--data", help="labelled dataset (see byol pretrain --help); default: Fashion-MNIST")
-    evaluate.add_argument("--arch", default="narrow_resnet", help="encoder for random init or a .pth state dict "
-                          "[default: narrow_resnet]; byol weights carry their own")
-    evaluate.add_argument("--image-size", type=int, help="side the images are evaluated at; default: the dataset's")
-    evaluate.add_argument("--out", help="folder for eval-METHOD.csv and eval-METHOD.md (e.g. the run directory)")
-    evaluate.add_argument("--device", default="auto", help="cuda, cpu or auto [default: auto]")
-    evaluate.add_argument("--knn-k", type=int, default=200, help="neighbours in the vote [default: 200]")
-    evaluate.add_argument("--knn-temperature", type=float, default=0.1, help="vote temperature [default: 0.1]")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of random init and of the probe's validation split [default: 0]")
+    evaluate.add_argument("--init", required=True, help=INIT_HELP)
+    _add_eval_options(evaluate)
+
+    tune = commands.add_parser(
+        "finetune", help="fine-tune the whole encoder plus a new head on (a fraction of) the labels",
+        description="Semi-supervised evaluation (BYOL §4.2): the encoder and a new linear head trained on a "
+                    "stratified --label-fraction of the labels with crop/flip augmentation, the epoch chosen "
+                    "on a validation split of those labels (early stopping), scored on the test split.")
+    tune.add_argument("--init", required=True, help=INIT_HELP)
+    _add_eval_options(tune)
+    _add_finetune_options(tune)
+
+    compare = commands.add_parser(
+        "compare", help="several encoders x several methods on the same split: one table",
+        description="E.g. BYOL-pretrained vs random init vs ImageNet-pretrained: every --init is scored by every "
+                    "--methods at every --label-fraction on the same seeded splits; one table.")
+    compare.add_argument("--init", action="append", required=True, help=INIT_HELP + "; repeat for each encoder")
+    compare.add_argument("--methods", nargs="+", default=["knn", "linear", "finetune"],
+                         choices=("knn", "linear", "finetune"), help="[default: knn linear finetune]")
+    _add_eval_options(compare)
+    _add_finetune_options(compare)
+
+    embed = commands.add_parser(
+        "embed", help="write an encoder's features of a set of images (.npy + .csv)",
+        description="Features of every image (train split, then test split) as a float32 .npy array, with a "
+                    ".csv beside it naming each row's split, image file and label.")
+    embed.add_argument("--init", required=True, help=INIT_HELP)
+    embed.add_argument("--data", help="images (any format byol reads; labels optional); default: Fashion-MNIST")
+    embed.add_argument("--out", required=True, help="features file, FILE.npy (FILE.csv is written beside it)")
+    embed.add_argument("--arch", default="narrow_resnet", help="encoder for random init or a .pth state dict")
+    embed.add_argument("--image-size", type=int, help="side the images are resized to; default: the dataset's")
+    embed.add_argument("--device", default="auto", help="cuda, cpu or auto [default: auto]")
+    embed.add_argument("--seed", type=int, default=0, help="seed of a random init [default: 0]")
     return parser
 
 
@@ -64,10 +139,22 @@ def main(argv: list[str] | None = None) -> int:
             yaml_path = args.pop("config", None)
             config = resolve_config(yaml_path, args)
             pretrain(config, given_options=set(args))
-        elif command == "eval":
-            from .evaluate import evaluate_encoder
+        elif command == "embed":
+            from .evaluate import embed
 
-            evaluate_encoder(**args)
+            embed(**args)
+        else:
+            from .evaluate import EvalSettings, run_evaluation
+
+            inits = args.pop("init")
+            inits = inits if isinstance(inits, list) else [inits]
+            methods = args.pop("methods", None) or [args.pop("method", "finetune")]
+            tuning = {name: args.pop(name) for name in FINETUNE_OPTIONS if name in args}
+            metric = args["metric"] or ("qwk" if args["ordinal"] else "top1")
+            settings = EvalSettings(**args, finetune=FinetuneSettings(**tuning, metric=metric))
+            settings.label_fractions = tuple(settings.label_fractions)
+            stem = {"eval": f"eval-{methods[0]}", "finetune": "finetune", "compare": "compare"}[command]
+            run_evaluation(inits, methods, settings, stem)
     except UserError as error:
         print(f"byol {command}: error: {error}", file=sys.stderr)
         return 2

@@ -178,7 +178,7 @@ def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, conf
     if probe:
         result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
         results.update(linear_top1=result.accuracy, linear_weight_decay=result.weight_decay,
-                       linear_val_top1=result.val_accuracy)
+                       linear_val_top1=result.val_score)
     return results
 
 

@@ -44,6 +44,7 @@ class ImageSet:
     images: torch.Tensor | None = None  # (N, C, H, W) uint8
     labels: torch.Tensor | None = None  # (N,) int64
     files: torch.utils.data.Dataset | None = None
+    names: list[str] | None = None      # file names (relative to the data folder) when read from files
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.files)
@@ -54,6 +55,15 @@ class ImageSet:
         if self.images is not None:
             return tuple(self.images.shape[1:])
         return (self.files.channels, self.files.size, self.files.size)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        """The images (labels, names) at ``index``, still in memory or still streamed."""
+        index = index.cpu()
+        labels = self.labels[index] if self.labels is not None else None
+        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        if self.images is not None:
+            return ImageSet(self.images[index.to(self.images.device)], labels, names=names)
+        return ImageSet(labels=labels, files=self.files.subset(index.tolist()), names=names)
 
     def batches(self, order: torch.Tensor, batch_size: int, device: torch.device | str,
                 drop_last: bool = False) -> Iterator[torch.Tensor]:

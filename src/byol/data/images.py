@@ -63,6 +63,9 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths: list[Path], size: int, channels: int):
         self.paths, self.size, self.channels = paths, size, channels
 
+    def subset(self, index: list[int]) -> "ImageFiles":
+        return type(self)([self.paths[i] for i in index], self.size, self.channels)
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -162,18 +165,21 @@ def _report_bad(bad: list[str], strict: bool) -> None:
 
 
 def make_image_set(paths: list[Path], labels: list[int] | None, size: int, strict: bool,
-                   stream: bool | None = None, memory_budget: int | None = None) -> ImageSet:
+                   stream: bool | None = None, memory_budget: int | None = None,
+                   root: Path | None = None) -> ImageSet:
     """Images of ``paths`` (with ``labels``), decoded into memory or, when the memory rule
     says they do not fit (or ``stream`` is True), streamed from disk batch by batch.
 
     Unreadable files (empty, not an image, no permission, truncated) are skipped with
-    one warning naming the count and the first few, or raise with ``strict``."""
+    one warning naming the count and the first few, or raise with ``strict``.  Each image
+    keeps its file name, relative to ``root`` when given (for ``byol embed``)."""
     modes = [image_mode(p) for p in paths]
     bad = [f"{p} (not a readable image)" for p, mode in zip(paths, modes) if mode is None]
     keep = [i for i, mode in enumerate(modes) if mode is not None]
     channels = 1 if all(modes[i] in GRAY_MODES for i in keep) else 3
     files = ImageFiles([paths[i] for i in keep], size, channels)
     kept_labels = torch.tensor([labels[i] for i in keep], dtype=torch.long) if labels is not None else None
+    names = [str(paths[i].relative_to(root)) if root else str(paths[i]) for i in keep]
     budget = MEMORY_FRACTION * available_memory() if memory_budget is None else memory_budget
     if stream is None:
         stream = len(keep) * channels * size * size > budget
@@ -181,7 +187,7 @@ def make_image_set(paths: list[Path], labels: list[int] | None, size: int, stric
         _report_bad(bad, strict)  # truncated files show up only when a batch decodes them
         if not keep:
             raise DataError("no readable images among the files found")
-        return ImageSet(labels=kept_labels, files=files)
+        return ImageSet(labels=kept_labels, files=files, names=names)
     loader = torch.utils.data.DataLoader(files, batch_size=64, num_workers=min(loader_workers(), len(keep) // 256),
                                          collate_fn=list)
     images, decoded = [], []
@@ -195,7 +201,8 @@ def make_image_set(paths: list[Path], labels: list[int] | None, size: int, stric
     _report_bad(bad, strict)
     if not images:
         raise DataError("no readable images among the files found")
-    return ImageSet(torch.stack(images), kept_labels[decoded] if kept_labels is not None else None)
+    return ImageSet(torch.stack(images), kept_labels[decoded] if kept_labels is not None else None,
+                    names=[names[i] for i in decoded])
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -223,7 +230,7 @@ def _labelled_folder(folder: Path, size: int, strict: bool, stream, memory_budge
         labels += [index] * len(files)
     if not paths:
         raise DataError(f"{folder}: no images in its class folders")
-    return make_image_set(paths, labels, size, strict, stream, memory_budget), classes
+    return make_image_set(paths, labels, size, strict, stream, memory_budget, folder), classes
 
 
 def load_image_folder(folder: Path, size: int | None, strict: bool, stream: bool | None = None,
@@ -242,7 +249,7 @@ def load_image_folder(folder: Path, size: int | None, strict: bool, stream: bool
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no image files found (looked recursively for {', '.join(sorted(EXTENSIONS))})")
-    return Dataset(folder.name, make_image_set(paths, None, size, strict, stream, memory_budget))
+    return Dataset(folder.name, make_image_set(paths, None, size, strict, stream, memory_budget, folder))
 
 
 def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = None,
@@ -267,11 +274,16 @@ def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = N
     if missing:
         listing = ", ".join(str(m) for m in missing[:3])
         raise DataError(f"{path} names {len(missing)} files that do not exist (first: {listing}); fix the CSV or the folder")
-    names = [row["label"].strip() for row in rows]
+    names = [(row["label"] or "").strip() for row in rows]
+    for line, name in enumerate(names, start=2):  # line 1 is the header
+        if not name:
+            raise DataError(f"{path} row {line} ({rows[line - 2]['image']}) has no label; grade it or drop the row")
+        if name.startswith("-") and name[1:].isdigit():
+            raise DataError(f"{path} row {line}: label {name} is negative; integer labels are grades 0, 1, 2, ...")
     if all(n.lstrip("-").isdigit() for n in names):
         labels, classes = [int(n) for n in names], None
     else:
         classes = sorted(set(names))
         labels = [classes.index(n) for n in names]
-    return Dataset(path.stem, make_image_set(paths, labels, size or DEFAULT_SIZE, strict, stream, memory_budget),
+    return Dataset(path.stem, make_image_set(paths, labels, size or DEFAULT_SIZE, strict, stream, memory_budget, root),
                    None, tuple(classes) if classes else None)

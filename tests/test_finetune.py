@@ -1,0 +1,147 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from byol import create_encoder
+from byol.cli import main
+from byol.data import ImageSet, load_dataset
+from byol.finetune import FinetuneSettings, class_weights, epoch_order, finetune
+from test_cli import assert_one_line_error, run_cli
+
+
+def test_class_weights_and_the_balanced_sampler():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    assert class_weights(labels, 3).tolist() == pytest.approx([100 / 270, 100 / 30, 0.0])
+    draws = torch.cat([epoch_order(labels, 3, "sampler", torch.Generator().manual_seed(s)) for s in range(50)])
+    share_of_rare = (labels[draws] == 1).float().mean().item()
+    assert share_of_rare == pytest.approx(0.5, abs=0.03)  # 10 % of the images, half of the draws
+    plain = epoch_order(labels, 3, "none", torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == list(range(100))  # a permutation: every image once
+
+
+def _split_tiny(tiny_idx):
+    dataset = load_dataset(tiny_idx)
+    train = dataset.train
+    return train.subset(torch.arange(0, 240)), train.subset(torch.arange(240, 320)), dataset
+
+
+def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):
+    train, val, dataset = _split_tiny(tiny_idx)
+    # Square in the top or the bottom half: a task that survives horizontal flips.
+    train, val = (ImageSet(s.images, s.labels // 2) for s in (train, val))
+    mean, std = dataset.channel_stats()
+    encoder = create_encoder("narrow_resnet", 1, None, 16)
+    result = finetune(encoder, train, val, 2, mean, std, 16, torch.device("cpu"),
+                      FinetuneSettings(epochs=8, batch_size=64, base_lr=0.2), progress=False)
+    assert result.val_score == max(h["top1"] for h in result.history)
+    assert result.history[result.best_epoch - 1]["top1"] == result.val_score
+    assert result.val_score > 0.9  # easy once the whole network trains
+
+
+def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):
+    train, val, dataset = _split_tiny(tiny_idx)
+    mean, std = dataset.channel_stats()
+    encoder = create_encoder("narrow_resnet", 1, None, 16)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    # lr 0: weights never change (BatchNorm running statistics do, but not the scores once settled)
+    result = finetune(encoder, train, val, 4, mean, std, 16, torch.device("cpu"),
+                      FinetuneSettings(epochs=20, patience=2, batch_size=64, base_lr=0.0), progress=False)
+    assert result.epochs_run < 20 and result.epochs_run == result.best_epoch + 2
+    assert torch.equal(result.model[0].conv1.weight, before["conv1.weight"])
+
+
+def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_idx, tmp_path):
+    args = ["finetune", "--init", "random", "--data", str(tiny_idx), "--label-fraction", "0.25", "--epochs", "2",
+            "--batch-size", "32", "--balance", "loss", "--device", "cpu"]
+    result = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    assert "| random | finetune | 25 % | 80 |" in result.stdout
+    with (tmp_path / "a" / "subset-0.25-seed0.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    roles = [r["role"] for r in rows]
+    assert roles.count("fit") + roles.count("val") == 80 and roles.count("unused") == 240
+    chosen = [int(r["label"]) for r in rows if r["role"] != "unused"]
+    assert np.bincount(chosen).tolist() == [20, 20, 20, 20]  # stratified
+    # the saved subset reproduces the run exactly (deterministic CPU)
+    assert main([*args, "--subset", str(tmp_path / "a" / "subset-0.25-seed0.csv"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "finetune.csv").read_text() == (tmp_path / "b" / "finetune.csv").read_text()
+    assert "Confusion matrix" in (tmp_path / "a" / "finetune.md").read_text()
+
+
+def test_compare_scores_every_init_on_the_same_split(tiny_idx, tmp_path):
+    torch.save(create_encoder("resnet18", 1, False, 16).state_dict(), tmp_path / "imagenet-style.pth")
+    assert main(["compare", "--init", "random", "--init", "pixels", "--init", str(tmp_path / "imagenet-style.pth"),
+                 "--data", str(tiny_idx), "--arch", "resnet18", "--methods", "knn", "linear", "--knn-k", "10",
+                 "--label-fraction", "0.5", "1",
+                 "--out", str(tmp_path / "cmp"), "--device", "cpu"]) == 0
+    with (tmp_path / "cmp" / "compare.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["init"][-3:], r["method"], r["label_fraction"]) for r in rows] == [
+        (init, method, fraction) for init in ("dom", "els", "pth") for fraction in ("0.5", "1.0")
+        for method in ("knn", "linear")]
+    assert {r["labels"] for r in rows if r["label_fraction"] == "0.5"} == {"160"}
+    pixel_knn = next(r for r in rows if r["init"] == "pixels" and r["method"] == "knn" and r["label_fraction"] == "1.0")
+    assert float(pixel_knn["top1"]) > 0.95  # the corner squares are plain in the pixels
+
+
+def test_compare_checks_every_init_before_running_any(tiny_idx, tmp_path):
+    result = run_cli("compare", "--init", "random", "--init", str(tmp_path / "missing.safetensors"),
+                     "--data", str(tiny_idx), "--out", str(tmp_path / "cmp"))
+    assert_one_line_error(result, "missing.safetensors", "no weights file")
+    assert not (tmp_path / "cmp").exists()
+
+
+def _graded_folder(root, n=24, grades=(0, 1, 2)):
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        grade = grades[i % len(grades)]
+        Image.fromarray(np.full((20, 20, 3), 40 + 80 * grade, np.uint8)).save(root / "images" / f"{i:03d}.png")
+        rows.append((f"images/{i:03d}.png", grade))
+    return rows
+
+
+def _write_csv(path, rows):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label"])
+        writer.writerows(rows)
+
+
+def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
+    rows = _graded_folder(tmp_path)
+    _write_csv(tmp_path / "grades.csv", rows)
+    result = run_cli("eval", "linear", "--init", "random", "--data", str(tmp_path / "grades.csv"), "--ordinal",
+                     "--image-size", "16", "--test-fraction", "0.25", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "holding out a stratified 25 %" in result.stderr and "val qwk" in result.stdout
+    with (tmp_path / "out" / "subset-1-seed0.csv").open() as handle:
+        saved = list(csv.DictReader(handle))
+    assert sum(r["role"] == "test" for r in saved) == 6 and saved[0]["image"] == "images/000.png"
+
+
+def test_csv_label_errors_are_clear(tmp_path):
+    rows = _graded_folder(tmp_path)
+    _write_csv(tmp_path / "train.csv", rows)
+    _write_csv(tmp_path / "test.csv", [("images/000.png", 0), ("images/001.png", 7)])
+    assert_one_line_error(run_cli("eval", "knn", "--init", "random", "--data", str(tmp_path / "train.csv"),
+                                  "--test-data", str(tmp_path / "test.csv")), "labels [7] never occur")
+    _write_csv(tmp_path / "blank.csv", [("images/000.png", 0), ("images/001.png", " ")])
+    assert_one_line_error(run_cli("eval", "knn", "--init", "random", "--data", str(tmp_path / "blank.csv")),
+                          "row 3", "no label")
+
+
+def test_embed_writes_features_and_the_image_list(tmp_path):
+    _graded_folder(tmp_path / "data")
+    assert main(["embed", "--init", "random", "--data", str(tmp_path / "data" / "images"), "--image-size", "16",
+                 "--out", str(tmp_path / "features.npy")]) == 0
+    features = np.load(tmp_path / "features.npy")
+    encoder = create_encoder("narrow_resnet", 3, None, 16)
+    assert features.shape == (24, encoder.num_features) and features.dtype == np.float32
+    with (tmp_path / "features.csv").open() as handle:
+        listed = list(csv.DictReader(handle))
+    assert [r["image"] for r in listed] == [f"{i:03d}.png" for i in range(24)] and listed[0]["split"] == "train"
+    assert_one_line_error(run_cli("embed", "--init", "random", "--out", str(tmp_path / "f.parquet")), ".npy")
