@@ -37,8 +37,20 @@ def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):
     result = finetune(encoder, train, val, 2, mean, std, 16, torch.device("cpu"),
                       FinetuneSettings(epochs=8, batch_size=64, base_lr=0.2), progress=False)
     assert result.val_score == max(h["top1"] for h in result.history)
-    assert result.history[result.best_epoch - 1]["top1"] == result.val_score
+    assert result.history[result.best_epoch]["top1"] == result.val_score and result.best_epoch > 0
     assert result.val_score > 0.9  # easy once the whole network trains
+
+
+def test_the_probe_head_takes_raw_features():
+    from byol.evaluate import fit_logistic_regression, raw_feature_head, standardise
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(120, 8, generator=generator) * 5 + 3
+    labels = torch.arange(120) % 3
+    head = raw_feature_head(features, labels, 3, 1e-3)
+    reference = fit_logistic_regression(standardise(features)[0], labels, 3, 1e-3)
+    assert torch.allclose(head(features), reference(standardise(features)[0]), atol=1e-4)
+    assert head.weight.requires_grad  # it is trained further by fine-tuning
 
 
 def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):

@@ -72,19 +72,22 @@ class FinetuneResult:
     best_epoch: int
     val_score: float
     epochs_run: int
-    history: list[dict]         # per epoch: loss, validation metrics
+    history: list[dict]         # per epoch (0 = before training): loss, validation metrics
 
 
 def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: int, mean: torch.Tensor,
              std: torch.Tensor, image_size: int, device: torch.device, settings: FinetuneSettings,
-             seed: int = 0, progress: bool = True) -> FinetuneResult:
-    """Train ``encoder`` + a new linear head on ``train`` (uint8 images with labels);
-    keep the weights of the epoch with the best ``settings.metric`` on ``val``; stop
-    after ``settings.patience`` epochs without improvement."""
+             seed: int = 0, progress: bool = True, head: nn.Linear | None = None) -> FinetuneResult:
+    """Train ``encoder`` + a linear head on ``train`` (uint8 images with labels); keep the
+    weights of the epoch with the best ``settings.metric`` on ``val`` (epoch 0 = before any
+    step); stop after ``settings.patience`` epochs without improvement.
+
+    ``head``: a starting head (e.g. the linear probe, ``evaluate.raw_feature_head``);
+    default a new one at random."""
     if settings.balance not in BALANCING:
         raise UserError(f"--balance {settings.balance}: choose one of {', '.join(BALANCING)}")
     torch.manual_seed(seed)
-    head = nn.Linear(encoder.num_features, num_classes)
+    head = head if head is not None else nn.Linear(encoder.num_features, num_classes)
     model = nn.Sequential(encoder, head).to(device).to(memory_format=torch.channels_last)
     batch_size = min(settings.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -100,7 +103,15 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: in
     generator = torch.Generator(device=device).manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    best_score, best_epoch, best_state, history, step = -math.inf, 0, None, [], 0
+
+    def validate(epoch: int, loss: float) -> float:
+        metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
+                                         num_classes)
+        history.append({"epoch": epoch, "loss": loss, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
+        return metrics[settings.metric]
+
+    history, step = [], 0
+    best_score, best_epoch, best_state = validate(0, math.nan), 0, copy.deepcopy(model.state_dict())
     bar = tqdm(range(settings.epochs), desc="fine-tune", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         model.train()
@@ -120,11 +131,7 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: in
             optimizer.step()
             loss_sum += loss.detach()
             step += 1
-        metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
-                                         num_classes)
-        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / steps_per_epoch,
-                        **{k: v for k, v in metrics.items() if isinstance(v, float)}})
-        score = metrics[settings.metric]
+        score = validate(epoch + 1, loss_sum.item() / steps_per_epoch)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", **{f"val_{settings.metric}": f"{score:.4f}"})
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
@@ -133,4 +140,4 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: in
             break
     bar.close()
     model.load_state_dict(best_state)
-    return FinetuneResult(model, best_epoch, best_score, len(history), history)
+    return FinetuneResult(model, best_epoch, best_score, len(history) - 1, history)
