@@ -191,11 +191,11 @@ def raw_feature_head(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     takes the raw features: W' = W / σ, b' = b − W' · μ."""
     mean, std = features.float().mean(dim=0), features.float().std(dim=0).clamp_min(1e-6)
     classifier = fit_logistic_regression((features.float() - mean) / std, labels, num_classes, weight_decay)
-    head = nn.Linear(features.shape[1], num_classes)
+    head = nn.Linear(features.shape[1], num_classes).to(features.device)
     with torch.no_grad():
         head.weight.copy_(classifier.weight / std)
         head.bias.copy_(classifier.bias - head.weight @ mean)
-    return head.cpu().requires_grad_(True)
+    return head.requires_grad_(True)
 
 
 def resolve_encoder(init: str, arch: str, in_channels: int, image_size: int) -> nn.Module:
