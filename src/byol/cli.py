@@ -62,7 +62,8 @@ def _add_finetune_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many epochs "
                        f"[default: {defaults.epochs}]")
     group.add_argument("--patience", type=int, default=defaults.patience, help="stop after this many epochs "
-                       f"without a better validation score [default: {defaults.patience}]")
+                       "without a better validation score; 0: run all epochs (the best validation epoch is "
+                       "kept either way; with cosine decay the late epochs improve most) [default: 0]")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"[default: {defaults.batch_size}]")
     group.add_argument("--lr", type=float, default=defaults.base_lr, dest="base_lr", help="SGD (Nesterov) "
                        f"learning rate per 256 images, cosine decay [default: {defaults.base_lr}]")
