@@ -41,18 +41,6 @@ def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):
     assert result.val_score > 0.9  # easy once the whole network trains
 
 
-def test_the_probe_head_takes_raw_features():
-    from byol.evaluate import fit_logistic_regression, raw_feature_head, standardise
-
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(120, 8, generator=generator) * 5 + 3
-    labels = torch.arange(120) % 3
-    head = raw_feature_head(features, labels, 3, 1e-3)
-    reference = fit_logistic_regression(standardise(features)[0], labels, 3, 1e-3)
-    assert torch.allclose(head(features), reference(standardise(features)[0]), atol=1e-4)
-    assert head.weight.requires_grad  # it is trained further by fine-tuning
-
-
 def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):
     train, val, dataset = _split_tiny(tiny_idx)
     mean, std = dataset.channel_stats()

@@ -185,19 +185,6 @@ def linear_probe(
     scores = classifier(test_features)
     accuracy = (scores.argmax(dim=1).cpu() == test_labels.cpu()).float().mean().item()
     return LinearProbeResult(accuracy, weight_decay, val_score, classifier, scores)
-def raw_feature_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     weight_decay: float) -> nn.Linear:
-    """Logistic regression on standardised ``features``, folded into one linear layer that
-    takes the raw features: W' = W / σ, b' = b − W' · μ."""
-    mean, std = features.float().mean(dim=0), features.float().std(dim=0).clamp_min(1e-6)
-    classifier = fit_logistic_regression((features.float() - mean) / std, labels, num_classes, weight_decay)
-    head = nn.Linear(features.shape[1], num_classes).to(features.device)
-    with torch.no_grad():
-        head.weight.copy_(classifier.weight / std)
-        head.bias.copy_(classifier.bias - head.weight @ mean)
-    return head.requires_grad_(True)
-
-
 def resolve_encoder(init: str, arch: str, in_channels: int, image_size: int) -> nn.Module:
     """The encoder ``--init`` names: ``random`` (``arch`` at random initialisation),
     ``byol:RUN_DIR`` or a run directory (its encoder.safetensors), or a weights file —
@@ -414,44 +401,34 @@ def _run(init: str, methods: list[str], data: LabelledData, settings: EvalSettin
     for fraction in settings.label_fractions:
         fit, val = _split(data, fraction, settings)
         write_subset(out / f"subset-{fraction:g}-seed{settings.seed}.csv", data, fit, val)
-        used, probe = torch.cat([fit, val]), None
+        used = torch.cat([fit, val])
         for method in methods:
             row = {"init": init, "method": method, "labels": len(used), "label_fraction": fraction}
-            if method == "finetune" and isinstance(encoder, Pixels):
-                print(f"byol: skipping finetune of {init}: raw pixels have no encoder to fine-tune", file=sys.stderr)
-                continue
-            if frozen is None:  # once per init: every method starts from the frozen features
-                frozen = (extract_features(encoder, data.train, data.mean, data.std, data.image_size, device=device),
-                          extract_features(encoder, data.test, data.mean, data.std, data.image_size, device=device))
-            train_features, test_features = frozen[0][used.to(frozen[0].device)], frozen[1]
-            labels = data.train.labels[used]
-            if method == "knn":
-                scores = knn_predict(train_features, labels, test_features, num_classes, settings.knn_k,
-                                     settings.knn_temperature)
-                row["detail"] = f"k={settings.knn_k}, T={settings.knn_temperature:g}"
-                metrics = classification_metrics(scores.float(), data.test.labels, num_classes)
-                row.update({k: metrics[k] for k in METRIC_NAMES if k in metrics})
-                row["per_class_accuracy"], row["confusion_matrix"] = metrics["per_class_accuracy"], metrics["confusion_matrix"]
-                print(f"byol: {init} {method} at {100 * fraction:g} % labels: {metric} {row[metric]:.4f}", file=sys.stderr)
-                rows.append(row)
-                continue
-            if probe is None:
-                probe = linear_probe(train_features, labels, test_features, data.test.labels, num_classes,
-                                     seed=settings.seed, metric=metric, val_index=torch.arange(len(fit), len(used)))
-            if method == "linear":
-                scores = probe.test_scores
-                row["detail"] = f"L2 {probe.weight_decay:g} (val {metric} {probe.val_score:.4f})"
-            else:
-                # LP-FT (Kumar et al. 2022): the new head starts as the linear probe fitted on the fit
-                # split, so fine-tuning begins where the frozen features are and epoch 0 is a candidate.
-                head = raw_feature_head(train_features[: len(fit)], labels[: len(fit)], num_classes,
-                                        probe.weight_decay)
+            if method == "finetune":
+                if isinstance(encoder, Pixels):
+                    print(f"byol: skipping finetune of {init}: raw pixels have no encoder to fine-tune", file=sys.stderr)
+                    continue
                 result = finetune(copy.deepcopy(encoder), data.train.subset(fit), data.train.subset(val),
                                   num_classes, data.mean, data.std, data.image_size, device, settings.finetune,
-                                  seed=settings.seed, head=head)
+                                  seed=settings.seed)
                 scores = predict(result.model, data.test, data.mean, data.std, data.image_size, device)
                 row["detail"] = (f"best epoch {result.best_epoch}/{result.epochs_run} "
                                  f"(val {metric} {result.val_score:.4f})")
+            else:
+                if frozen is None:  # once per init, for every frozen-feature method and label fraction
+                    frozen = (extract_features(encoder, data.train, data.mean, data.std, data.image_size, device=device),
+                              extract_features(encoder, data.test, data.mean, data.std, data.image_size, device=device))
+                train_features, test_features = frozen[0][used.to(frozen[0].device)], frozen[1]
+                labels = data.train.labels[used]
+                if method == "knn":
+                    scores = knn_predict(train_features, labels, test_features, num_classes, settings.knn_k,
+                                         settings.knn_temperature)
+                    row["detail"] = f"k={settings.knn_k}, T={settings.knn_temperature:g}"
+                else:
+                    probe = linear_probe(train_features, labels, test_features, data.test.labels, num_classes,
+                                         seed=settings.seed, metric=metric, val_index=torch.arange(len(fit), len(used)))
+                    scores = probe.test_scores
+                    row["detail"] = f"L2 {probe.weight_decay:g} (val {metric} {probe.val_score:.4f})"
             metrics = classification_metrics(scores.float(), data.test.labels, num_classes)
             row.update({k: metrics[k] for k in METRIC_NAMES if k in metrics})
             row["per_class_accuracy"], row["confusion_matrix"] = metrics["per_class_accuracy"], metrics["confusion_matrix"]
