@@ -50,7 +50,7 @@ def test_stopped_and_resumed_run_reaches_the_same_weights(tiny_idx, tmp_path):
     assert resumed["step"] == straight["step"]
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
-    assert torch.equal(straight["augment_rng"], resumed["augment_rng"])
+    assert set(resumed) == {"model", "optimizer", "epoch", "step", "config"}  # nothing rank-specific
     rows = list(csv.DictReader((tmp_path / "stopped" / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
@@ -114,15 +114,3 @@ def test_given_mean_and_std_are_used_and_checked(tiny_idx, tmp_path):
         normalisation(tiny_config(tiny_idx, tmp_path / "c", mean="0.5,0.5,0.5"), dataset, 1)
     with pytest.raises(UserError, match="comma-separated"):
         normalisation(tiny_config(tiny_idx, tmp_path / "d", std="wide"), dataset, 1)
-
-
-def test_resume_with_a_foreign_rng_state_warns_and_continues(tiny_idx, tmp_path, capsys):
-    """A checkpoint written on another device type holds an RNG state this generator cannot take."""
-    run = tmp_path / "run"
-    pretrain(tiny_config(tiny_idx, run, epochs=2, stop_after=1, linear_probe=False))
-    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    checkpoint["augment_rng"] = torch.zeros(16, dtype=torch.uint8)  # not a CPU generator state
-    torch.save(checkpoint, run / "checkpoints" / "last.pt")
-    pretrain(resolve_config(overrides={"out": str(run), "resume": True}), given_options={"out", "resume"})
-    assert "re-seeded" in capsys.readouterr().err
-    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2

@@ -47,13 +47,6 @@ def extract_features(
     return torch.cat(features)
 
 
-def frozen_features(encoder: nn.Module, dataset, mean: torch.Tensor, std: torch.Tensor, image_size: int | None,
-                    device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of a dataset's labelled training split and of its test split, for evaluation."""
-    return (extract_features(encoder, dataset.eval_train, mean, std, image_size, device=device),
-            extract_features(encoder, dataset.test, mean, std, image_size, device=device))
-
-
 @torch.no_grad()
 def knn_predict(
     train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
 from .byol import BYOL
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
-from .evaluate import frozen_features, knn_accuracy, linear_probe
+from .distributed import Process, gather_rows, init_process, shard, sync_batchnorm
+from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "data_wait_s", "elapsed_s",
@@ -155,24 +155,44 @@ class MetricsLog:
             self.tensorboard.close()
 
 
-def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int,
-                    generator: torch.Generator, config: PretrainConfig) -> None:
-    """Written to a temporary file and renamed, so a crash mid-write never loses the last good one."""
+def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int, config: PretrainConfig) -> None:
+    """Written to a temporary file and renamed, so a crash mid-write never loses the last good one.
+    Nothing in it depends on the rank or the number of processes: any of them can resume it."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-             "augment_rng": generator.get_state(), "config": dataclasses.asdict(config)}
+             "config": dataclasses.asdict(config)}
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
 
 
+def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation RNG is re-seeded every epoch, per rank: a run resumed at an epoch
+    boundary, with any number of processes, draws what an uninterrupted run draws."""
+    return (seed * 1_000_003 + epoch) * 4_099 + rank
+
+
+def sharded_features(encoder, images: ImageSet, mean, std, image_size: int, device: torch.device,
+                     process: Process) -> torch.Tensor:
+    """Frozen features of every image; with several processes each embeds 1/N and all gather."""
+    if not process.distributed:
+        return extract_features(encoder, images, mean, std, image_size, device=device)
+    mine = torch.arange(len(images)).tensor_split(process.world_size)[process.rank]
+    local = extract_features(encoder, images.subset(mine), mean, std, image_size, device=device)
+    return gather_rows(local, len(images), process)
+
+
 def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
-                     device: torch.device, probe: bool = True) -> dict:
+                     device: torch.device, probe: bool = True, process: Process = Process()) -> dict:
     """k-NN (and, with ``probe``, linear-probe) test accuracy on frozen features; {} without
-    labelled splits.  The k-NN monitor during training is this without the probe."""
+    labelled splits, and on ranks other than 0.  The k-NN monitor during training is this
+    without the probe.  Features are computed by all ranks together, scored by rank 0."""
     if not dataset.can_evaluate():
         return {}
     labelled = dataset.eval_train
-    train, test = frozen_features(encoder, dataset, mean, std, image_size, device)
+    train = sharded_features(encoder, labelled, mean, std, image_size, device, process)
+    test = sharded_features(encoder, dataset.test, mean, std, image_size, device, process)
+    if not process.is_main:
+        return {}
     results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
                                         config.knn_k, config.knn_temperature)}
     if probe:
@@ -186,12 +206,25 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
     """Pre-train BYOL as ``config`` says; returns the final evaluation (also in results.json).
 
     ``given_options`` names the settings the user set explicitly; with ``resume`` they
-    are checked against the run's saved config."""
+    are checked against the run's saved config.  Under ``torchrun`` every process calls
+    this; ``config.batch_size`` is the global batch and only rank 0 writes."""
     started, commit = time.perf_counter(), git_commit()  # the code that starts the run, not what is there at its end
     run_dir = check_run_dir(config)
     if config.resume:
         config = resume_config(config, set(given_options))
-    device = resolve_device(config.device)
+    process, device = init_process(resolve_device(config.device))
+    try:
+        return _pretrain(config, run_dir, process, device, started, commit)
+    finally:
+        if process.distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: torch.device, started: float,
+              commit: str | None) -> dict:
+    if config.batch_size % process.world_size:
+        raise UserError(f"--batch-size {config.batch_size} (the global batch) does not split evenly over "
+                        f"{process.world_size} processes; use a multiple of {process.world_size}")
     dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict, config.stream)
     train_set = dataset.train
     n_images, (in_channels, height, width) = len(train_set), train_set.image_shape
@@ -203,30 +236,31 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     peak_lr = config.base_lr * config.batch_size / 256  # §3.3: lr = base × global batch / 256
+    rank_batch = config.batch_size // process.world_size
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, in_channels, image_size).to(device)
+    if process.distributed and config.sync_bn is not False:
+        model = sync_batchnorm(model, device)  # BN over the global batch, in encoder and heads, online and target
     # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU
     # (benchmarks/cpu_step.py).
     model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(config.optimizer, parameter_groups(
         [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), peak_lr)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
     start_epoch, step = 0, 0
     if config.resume:
         checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
-        try:
-            generator.set_state(checkpoint["augment_rng"].cpu())  # RNG states are CPU byte tensors, also for CUDA
-        except RuntimeError:  # written on another device type: CPU and CUDA generator states differ
-            generator.manual_seed(config.seed + step)
-            print("byol: warning: the checkpoint's augmentation RNG state is from another device type; re-seeded it "
-                  "(weights, optimizer, step and tau are restored exactly)", file=sys.stderr)
-    else:  # everything the user gave has been checked: only now touch the disk
+    elif process.is_main:  # everything the user gave has been checked: only now touch the disk
         create_run_dir(run_dir, config.overwrite)
         save_config(config, run_dir / "config.yaml")
+    # DDP averages the online network's gradients; the target has none and is updated by the
+    # same EMA on every rank, so it stays identical without communication.
+    step_model = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None) if process.distributed else model
+    generator = torch.Generator(device=device)
 
     # In memory: the uint8 dataset moves to the device when it fits there, and batches are
     # gathered and augmented on it.  Streaming: workers decode, the device augments.
@@ -234,22 +268,28 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         train_set = ImageSet(train_set.images.to(device))
     mean_d, std_d = mean.to(device), std.to(device)
     views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
-    log = MetricsLog(run_dir, config.resume)
+    log = MetricsLog(run_dir, config.resume) if process.is_main else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
-    print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px "
-          f"({'in memory' if train_set.images is not None else 'streamed from disk'}), "
-          f"{config.arch} on {device}, {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
-          f"peak lr {peak_lr:.3g}; run directory {run_dir}")
+    if process.is_main:
+        print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px "
+              f"({'in memory' if train_set.images is not None else 'streamed from disk'}), "
+              f"{config.arch} on {device}" + (f" x {process.world_size} processes" if process.distributed else "") +
+              f", {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
+              f"peak lr {peak_lr:.3g}; run directory {run_dir}")
 
     tau = model.base_target_momentum
     for epoch in range(start_epoch, end_epoch):
         model.train()
-        # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same batches.
+        # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same
+        # batches; each rank takes its slice of every global batch.
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        order = shard(order, config.batch_size, process)
+        generator.manual_seed(augmentation_seed(config.seed, epoch, process.rank))
         epoch_start, loss_sum, logged_loss = time.perf_counter(), torch.zeros((), device=device), float("nan")
-        bar = tqdm(train_set.batches(order, config.batch_size, device, drop_last=True), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(train_set.batches(order, rank_batch, device, drop_last=True), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True, mininterval=1.0,
+                   disable=not process.is_main)
         window_start, window_steps, window_wait, epoch_wait = time.perf_counter(), 0, 0.0, 0.0
         fetch_start = time.perf_counter()
         for batch_index, batch in enumerate(bar):
@@ -263,7 +303,7 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                loss = model(view_1, view_2)
+                loss = step_model(view_1, view_2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -271,8 +311,9 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
             step += 1
             loss_sum += loss.detach()
             window_steps += 1
-            # Reading the loss forces a device sync: only every log_every steps.
-            if window_steps == config.log_every or batch_index == steps_per_epoch - 1:
+            # Reading the loss forces a device sync: only every log_every steps, and only rank 0
+            # (its loss is its own slice's; the others' differ by sampling noise).
+            if process.is_main and (window_steps == config.log_every or batch_index == steps_per_epoch - 1):
                 logged_loss = loss_sum.item() / window_steps
                 window_time = time.perf_counter() - window_start
                 speed = window_steps * config.batch_size / window_time
@@ -288,30 +329,37 @@ def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> d
         row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
                "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
                "elapsed_s": time.perf_counter() - started}
-        save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, generator, config)
+        if process.is_main:
+            save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, config)
         if epoch + 1 == config.epochs:
             break  # the last row waits for the final evaluation's k-NN accuracy
         if config.knn_every and (epoch + 1) % config.knn_every == 0:
             monitor = final_evaluation(model.online_encoder, dataset, mean, std, image_size, config, device,
-                                       probe=False)
+                                       probe=False, process=process)
             if monitor:
                 row["knn_top1"] = monitor["knn_top1"]
                 print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
-        log.epoch(row)
+        if process.is_main:
+            log.epoch(row)
 
     if end_epoch < config.epochs:
-        log.close()
-        print(f"byol: stopped after epoch {end_epoch} of {config.epochs} (--stop-after); "
-              f"continue with: byol pretrain --out {run_dir} --resume")
+        if process.is_main:
+            log.close()
+            print(f"byol: stopped after epoch {end_epoch} of {config.epochs} (--stop-after); "
+                  f"continue with: byol pretrain --out {run_dir} --resume")
         return {}
 
     encoder = model.online_encoder
-    save_encoder(encoder, run_dir / "encoder.safetensors")
-    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device, probe=config.linear_probe)
+    if process.is_main:
+        save_encoder(encoder, run_dir / "encoder.safetensors")
+    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device, probe=config.linear_probe,
+                               process=process)
+    if not process.is_main:
+        return {}
     log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     log.close()
-    results.update(seconds=time.perf_counter() - started, device=str(device), torch=torch.__version__,
-                   git_commit=commit)
+    results.update(seconds=time.perf_counter() - started, device=str(device), processes=process.world_size,
+                   torch=torch.__version__, git_commit=commit)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_results(results, config)
     return results
