@@ -116,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_options(compare)
     _add_finetune_options(compare)
 
+    speed = commands.add_parser(
+        "bench", help="images/s of pre-training steps, split into augmentation / update / EMA, with FLOP utilisation",
+        description="Times BYOL pre-training steps on synthetic images already on the device (the data path is "
+                    "excluded), after warm-up; prints one table.")
+    speed.add_argument("--arch", default="resnet18", help="[default: resnet18]")
+    speed.add_argument("--image-size", type=int, default=32, help="[default: 32]")
+    speed.add_argument("--batch-size", type=int, default=512, help="[default: 512]")
+    speed.add_argument("--channels", type=int, default=3, help="[default: 3]")
+    speed.add_argument("--hidden-dim", type=int, default=4096, help="MLP head width [default: 4096]")
+    speed.add_argument("--steps", type=int, default=20, help="timed steps per repeat [default: 20]")
+    speed.add_argument("--warmup", type=int, default=5, help="untimed steps first [default: 5]")
+    speed.add_argument("--repeats", type=int, default=3, help="[default: 3; the median is reported]")
+    speed.add_argument("--device", default="auto", help="cuda, cpu or auto [default: auto]")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    speed.add_argument("--peak-tflops", type=float, help="the device's peak, for the utilisation column "
+                       "(known for H100/H200/A100)")
+
     embed = commands.add_parser(
         "embed", help="write an encoder's features of a set of images (.npy + .csv)",
         description="Features of every image (train split, then test split) as a float32 .npy array, with a "
@@ -140,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             yaml_path = args.pop("config", None)
             config = resolve_config(yaml_path, args)
             pretrain(config, given_options=set(args))
+        elif command == "bench":
+            from .bench import bench, print_bench
+
+            result = bench(**args)
+            print_bench(result, args["arch"], args["image_size"], args["batch_size"], args["device"], args["compile"])
         elif command == "embed":
             from .evaluate import embed
 

@@ -65,6 +65,8 @@ class PretrainConfig:
     knn_temperature: float = option(0.1, "temperature of the k-NN vote weights exp(sim / T)")
     linear_probe: bool = option(True, "fit a logistic-regression probe on frozen features at the end")
     seed: int = option(0, "seed for initialisation, data order and augmentation")
+    compile: bool = option(False, "torch.compile the forward passes (a minute of compiling first; check the gain "
+                           "with byol bench --compile on your machine)")
     sync_bn: bool | None = option(None, "with several processes (torchrun): BatchNorm statistics over the global "
                                   "batch, as in the paper [default: on with more than one process]")
     device: str = option("auto", "cuda, cpu, or auto (cuda when available)")
@@ -73,7 +75,7 @@ class PretrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(PretrainConfig)}
 # Options that may change when a run is resumed; everything else defines the run.
-RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out", "sync_bn"}
+RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out", "sync_bn", "compile"}
 
 
 def _coerce(name: str, value):

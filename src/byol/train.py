@@ -260,6 +260,8 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
     # same EMA on every rank, so it stays identical without communication.
     step_model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None) if process.distributed else model
+    if config.compile:
+        step_model = torch.compile(step_model)
     generator = torch.Generator(device=device)
 
     # In memory: the uint8 dataset moves to the device when it fits there, and batches are

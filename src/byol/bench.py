@@ -1,0 +1,161 @@
+"""``byol bench``: how fast is a pre-training step here, and where does the time go.
+
+Images/s of whole steps after warm-up (synthetic uint8 images already on the device, so
+the data path is excluded), then the same step cut into its three parts, each timed
+with the device synchronised around it: augmentation (two views), forward + backward +
+optimizer, and the EMA update.  FLOPs are counted once with ``torch.utils.flop_counter``
+(convolutions and matmuls of the online forward/backward and the target forward), so the
+FLOP utilisation is counted work / time / the device's peak.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .augment import augment, byol_views
+from .config import PretrainConfig, UserError, resolve_device
+from .optim import create_optimizer, parameter_groups
+from .train import build_model
+
+# Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), for the utilisation column.
+PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0,
+               "A100": 312.0, "L40S": 362.1, "A10": 125.0, "RTX 4090": 165.2}
+
+
+@dataclass
+class BenchResult:
+    images_per_s: float           # source images per second, whole steps, median over repeats
+    step_ms: float
+    augment_ms: float
+    update_ms: float              # forward + backward + optimizer
+    ema_ms: float
+    gflop_per_image: float
+    tflops: float                 # achieved
+    utilisation: float | None     # of the device's peak, when known
+    peak_memory_gib: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_tflops(device: torch.device, given: float | None) -> float | None:
+    if given:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
+
+
+def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, channels: int = 3,
+          steps: int = 20, warmup: int = 5, repeats: int = 3, device: str = "auto", compile: bool = False,
+          hidden_dim: int = 4096, peak_tflops: float | None = None) -> BenchResult:
+    """Time BYOL pre-training steps of ``arch`` at ``image_size`` and ``batch_size``."""
+    if steps < 1 or warmup < 0 or repeats < 1 or batch_size < 2:
+        raise UserError("--steps, --repeats and --batch-size must be positive (--batch-size at least 2)")
+    target_device = resolve_device(device)
+    config = PretrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, hidden_dim=hidden_dim,
+                            compile=compile)
+    torch.manual_seed(0)
+    model = build_model(config, channels, image_size).to(target_device).to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(config.optimizer, parameter_groups(
+        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), 0.1)
+    step_model = torch.compile(model) if compile else model
+    generator = torch.Generator(device=target_device).manual_seed(0)
+    images = torch.randint(0, 256, (batch_size, channels, image_size, image_size), dtype=torch.uint8,
+                           device=target_device, generator=generator)
+    mean = torch.full((channels,), 0.5, device=target_device)
+    std = torch.full((channels,), 0.25, device=target_device)
+    views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
+    autocast = torch.autocast(target_device.type, dtype=torch.bfloat16, enabled=target_device.type == "cuda")
+    total = 10 ** 6
+
+    def make_views():
+        v1 = augment(images, views[0], image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
+        v2 = augment(images, views[1], image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+    def update(v1, v2):
+        with autocast:
+            loss = step_model(v1, v2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def whole_step(step: int):
+        update(*make_views())
+        model.update_target(step, total)
+
+    for step in range(warmup):
+        whole_step(step)
+    _sync(target_device)
+    if target_device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target_device)
+
+    step_times = []
+    for _ in range(repeats):
+        _sync(target_device)
+        start = time.perf_counter()
+        for step in range(steps):
+            whole_step(step)
+        _sync(target_device)
+        step_times.append((time.perf_counter() - start) / steps)
+
+    parts = {"augment": [], "update": [], "ema": []}
+    for step in range(steps):
+        _sync(target_device)
+        t0 = time.perf_counter()
+        v1, v2 = make_views()
+        _sync(target_device)
+        t1 = time.perf_counter()
+        update(v1, v2)
+        _sync(target_device)
+        t2 = time.perf_counter()
+        model.update_target(step, total)
+        _sync(target_device)
+        t3 = time.perf_counter()
+        for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+            parts[name].append(value)
+
+    with FlopCounterMode(display=False) as counter:
+        update(*make_views())
+    flops = counter.get_total_flops()
+    step_s = statistics.median(step_times)
+    achieved = flops / step_s / 1e12
+    peak = _peak_tflops(target_device, peak_tflops)
+    if target_device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(target_device) / 2 ** 30
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB → GiB (process peak RSS)
+    return BenchResult(batch_size / step_s, 1000 * step_s, *(1000 * statistics.median(parts[k]) for k in parts),
+                       flops / batch_size / 1e9, achieved, achieved / peak if peak else None, memory)
+
+
+def print_bench(result: BenchResult, arch: str, image_size: int, batch_size: int, device: str, compile: bool) -> None:
+    parts_ms = result.augment_ms + result.update_ms + result.ema_ms
+    rows = [
+        ("images/s (whole steps, median)", f"{result.images_per_s:,.0f}"),
+        ("step", f"{result.step_ms:.1f} ms"),
+        ("augmentation (2 views)", f"{result.augment_ms:.1f} ms ({100 * result.augment_ms / parts_ms:.0f} %)"),
+        ("forward + backward + optimizer", f"{result.update_ms:.1f} ms ({100 * result.update_ms / parts_ms:.0f} %)"),
+        ("EMA update", f"{result.ema_ms:.2f} ms ({100 * result.ema_ms / parts_ms:.1f} %)"),
+        ("counted work", f"{result.gflop_per_image:.2f} GFLOP per source image"),
+        ("achieved", f"{result.tflops:.1f} TFLOP/s"),
+        ("FLOP utilisation", "n/a (give --peak-tflops)" if result.utilisation is None
+         else f"{100 * result.utilisation:.1f} % of peak"),
+        ("peak memory", f"{result.peak_memory_gib:.2f} GiB"),
+    ]
+    print(f"byol bench: {arch}, {image_size} px, batch {batch_size}, {device}{', compiled' if compile else ''}")
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    print("  (parts are timed one at a time with the device synchronised around each; they add up to more "
+          "than a whole step, which overlaps them)")
