@@ -47,5 +47,7 @@ def test_compiled_and_eager_steps_agree_on_cpu():
         losses.append(loss.detach())
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     for (name, a), b in zip(eager.named_parameters(), compiled_model.parameters()):
-        if a.grad is not None:
-            assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5), name
+        if a.grad is not None:  # fused kernels reassociate sums: agree to 0.1 % of the gradient's scale
+            # (a bias right before BatchNorm has a zero gradient up to rounding: hence the floor)
+            atol = max(1e-3 * a.grad.abs().max().item(), 1e-6)
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=atol, msg=name)
