@@ -138,3 +138,12 @@ def test_global_batch_must_split_over_the_processes(tiny_idx, tmp_path):
     # report of a failed worker, and names none of our code
     assert "byol/" not in result.stderr.split("does not split evenly")[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_every_rank_and_epoch_augments_with_its_own_reproducible_stream():
+    from byol.train import augmentation_seed
+
+    seeds = {(epoch, rank): augmentation_seed(7, epoch, rank) for epoch in range(5) for rank in range(4)}
+    assert len(set(seeds.values())) == len(seeds)  # no two (epoch, rank) pairs share a stream
+    assert seeds == {(epoch, rank): augmentation_seed(7, epoch, rank) for epoch in range(5) for rank in range(4)}
+    assert augmentation_seed(8, 0, 0) not in seeds.values()  # and another --seed gives other streams
