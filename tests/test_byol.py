@@ -149,3 +149,11 @@ def test_heads_are_linear_bn_relu_linear():
     assert model.online_projector[0].in_features == model.online_encoder.num_features
     assert model.predictor[0].in_features == model.predictor[3].out_features == 16
     assert not hasattr(model, "target_predictor")
+
+
+def test_collapse_statistic_is_zero_when_collapsed_and_one_over_root_d_when_spread():
+    from byol import collapse_statistic
+
+    assert collapse_statistic(torch.ones(512, 64) * 3.0) == pytest.approx(0.0, abs=1e-6)
+    spread = collapse_statistic(torch.randn(4096, 64, generator=torch.Generator().manual_seed(0)))
+    assert spread == pytest.approx(64 ** -0.5, rel=0.02)

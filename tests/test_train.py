@@ -114,3 +114,15 @@ def test_given_mean_and_std_are_used_and_checked(tiny_idx, tmp_path):
         normalisation(tiny_config(tiny_idx, tmp_path / "c", mean="0.5,0.5,0.5"), dataset, 1)
     with pytest.raises(UserError, match="comma-separated"):
         normalisation(tiny_config(tiny_idx, tmp_path / "d", std="wide"), dataset, 1)
+
+
+def test_collapse_is_logged_every_epoch_and_warned_about(tiny_idx, tmp_path, capsys, monkeypatch):
+    pretrain(tiny_config(tiny_idx, tmp_path / "healthy", epochs=2, linear_probe=False))
+    rows = list(csv.DictReader((tmp_path / "healthy" / "metrics.csv").open()))
+    assert all(0.2 * 16 ** -0.5 < float(r["collapse_std"]) < 1 for r in rows) and len(rows) == 2
+    assert "collapsing" not in capsys.readouterr().err
+    import byol.train
+
+    monkeypatch.setattr(byol.train, "projection_spread", lambda model, views: 0.0)  # as a collapsed encoder gives
+    pretrain(tiny_config(tiny_idx, tmp_path / "collapsed", epochs=1, linear_probe=False))
+    assert "the representation is collapsing" in capsys.readouterr().err

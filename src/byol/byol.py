@@ -38,6 +38,13 @@ def byol_loss(prediction: torch.Tensor, target_projection: torch.Tensor) -> torc
     return (2 - 2 * F.cosine_similarity(prediction, target_projection, dim=-1)).mean()
 
 
+def collapse_statistic(projections: torch.Tensor) -> float:
+    """Standard deviation over the batch of the L2-normalised projections, averaged over
+    dimensions (SimSiam §4.1): 0 for a collapsed encoder (every image the same output),
+    about 1/√d for healthy, spread-out d-dimensional outputs."""
+    return F.normalize(projections.float(), dim=1).std(dim=0).mean().item()
+
+
 def target_momentum(step: int, total_steps: int, base: float) -> float:
     """τ at optimizer step ``step`` of ``total_steps``, §3.2:
     τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 — τ_base at k = 0, rising to 1 at k = K."""

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,15 +27,16 @@ from tqdm import tqdm
 
 from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
-from .byol import BYOL
+from .byol import BYOL, collapse_statistic
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
 from .distributed import Process, gather_rows, init_process, shard, sync_batchnorm
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
-METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "images_per_s", "data_wait_s", "elapsed_s",
-                  "knn_top1"]
+METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "collapse_std", "images_per_s", "data_wait_s",
+                  "elapsed_s", "knn_top1"]
+COLLAPSE_FRACTION = 0.2  # warn when the statistic falls below this share of its healthy value 1/√d
 
 
 def check_run_dir(config: PretrainConfig) -> Path:
@@ -163,6 +165,16 @@ def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int, c
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
+
+
+@torch.no_grad()
+def projection_spread(model: BYOL, views: torch.Tensor) -> float:
+    """``collapse_statistic`` of the online projections of a batch of views, in eval mode
+    (no BatchNorm statistics change, no RNG is drawn)."""
+    model.eval()
+    spread = collapse_statistic(model.online_projector(model.online_encoder(views)))
+    model.train()
+    return spread
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
@@ -328,9 +340,15 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
             fetch_start = time.perf_counter()
         bar.close()
         epoch_time = time.perf_counter() - epoch_start
+        collapse = projection_spread(model, view_1)
         row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
-               "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
-               "elapsed_s": time.perf_counter() - started}
+               "collapse_std": collapse, "images_per_s": steps_per_epoch * config.batch_size / epoch_time,
+               "data_wait_s": epoch_wait, "elapsed_s": time.perf_counter() - started}
+        healthy = config.projection_dim ** -0.5
+        if process.is_main and collapse < COLLAPSE_FRACTION * healthy:
+            print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
+                  f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim})); "
+                  "lower --base-lr, raise --base-target-momentum, or check the augmentations", file=sys.stderr)
         if process.is_main:
             save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, config)
         if epoch + 1 == config.epochs:
