@@ -278,6 +278,8 @@ def _check_settings(settings: EvalSettings) -> None:
     for fraction in settings.label_fractions:
         if not 0 < fraction <= 1:
             raise UserError(f"--label-fraction {fraction}: give a fraction in (0, 1], e.g. 0.01 for 1 % of the labels")
+    if settings.subset and len(settings.label_fractions) > 1:
+        raise UserError("--subset fixes the images of one label fraction; give one --label-fraction with it")
     for name in ("val_fraction", "test_fraction"):
         if not 0 < getattr(settings, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(settings, name)}: give a fraction in (0, 1)")
@@ -393,7 +395,8 @@ def _run(init: str, methods: list[str], data: LabelledData, settings: EvalSettin
     frozen = None
     for fraction in settings.label_fractions:
         fit, val = _split(data, fraction, settings)
-        write_subset(out / f"subset-{fraction:g}-seed{settings.seed}.csv", data, fit, val)
+        if not settings.subset:  # a given subset file is already the record
+            write_subset(out / f"subset-{fraction:g}-seed{settings.seed}.csv", data, fit, val)
         used = torch.cat([fit, val])
         for method in methods:
             row = {"init": init, "method": method, "labels": len(used), "label_fraction": fraction}
