@@ -10,6 +10,7 @@ from byol.cli import main
 from byol.data import ImageSet, load_dataset
 from byol.finetune import FinetuneSettings, class_weights, epoch_order, finetune
 from test_cli import assert_one_line_error, run_cli
+from test_data import write_csv
 
 
 def test_class_weights_and_the_balanced_sampler():
@@ -104,16 +105,9 @@ def _graded_folder(root, n=24, grades=(0, 1, 2)):
     return rows
 
 
-def _write_csv(path, rows):
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label"])
-        writer.writerows(rows)
-
-
 def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
     rows = _graded_folder(tmp_path)
-    _write_csv(tmp_path / "grades.csv", rows)
+    write_csv(tmp_path / "grades.csv", rows)
     result = run_cli("eval", "linear", "--init", "random", "--data", str(tmp_path / "grades.csv"), "--ordinal",
                      "--image-size", "16", "--test-fraction", "0.25", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
@@ -125,11 +119,11 @@ def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
 
 def test_csv_label_errors_are_clear(tmp_path):
     rows = _graded_folder(tmp_path)
-    _write_csv(tmp_path / "train.csv", rows)
-    _write_csv(tmp_path / "test.csv", [("images/000.png", 0), ("images/001.png", 7)])
+    write_csv(tmp_path / "train.csv", rows)
+    write_csv(tmp_path / "test.csv", [("images/000.png", 0), ("images/001.png", 7)])
     assert_one_line_error(run_cli("eval", "knn", "--init", "random", "--data", str(tmp_path / "train.csv"),
                                   "--test-data", str(tmp_path / "test.csv")), "labels [7] never occur")
-    _write_csv(tmp_path / "blank.csv", [("images/000.png", 0), ("images/001.png", " ")])
+    write_csv(tmp_path / "blank.csv", [("images/000.png", 0), ("images/001.png", " ")])
     assert_one_line_error(run_cli("eval", "knn", "--init", "random", "--data", str(tmp_path / "blank.csv")),
                           "row 3", "no label")
 
