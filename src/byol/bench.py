@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .augment import augment, byol_views
+from .augment import byol_views
 from .config import PretrainConfig, UserError, resolve_device
-from .optim import create_optimizer, parameter_groups
-from .train import build_model
+from .train import build_model, build_optimizer, optimizer_step, two_views
 
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), for the utilisation column.
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0,
@@ -65,8 +64,7 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
                             compile=compile)
     torch.manual_seed(0)
     model = build_model(config, channels, image_size).to(target_device).to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(config.optimizer, parameter_groups(
-        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), 0.1)
+    optimizer = build_optimizer(model, config, 0.1)
     step_model = torch.compile(model) if compile else model
     generator = torch.Generator(device=target_device).manual_seed(0)
     images = torch.randint(0, 256, (batch_size, channels, image_size, image_size), dtype=torch.uint8,
@@ -77,18 +75,12 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
     autocast = torch.autocast(target_device.type, dtype=torch.bfloat16, enabled=target_device.type == "cuda")
     total = 10 ** 6
 
+    # The training loop's own pieces (train.py), so the bench times exactly its step.
     def make_views():
-        v1 = augment(images, views[0], image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
-        v2 = augment(images, views[1], image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
-        return v1, v2
+        return two_views(images, views, image_size, mean, std, generator)
 
     def update(v1, v2):
-        with autocast:
-            loss = step_model(v1, v2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return optimizer_step(step_model, optimizer, v1, v2, autocast)
 
     def whole_step(step: int):
         update(*make_views())

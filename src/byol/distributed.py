@@ -67,9 +67,13 @@ def shard(order: torch.Tensor, global_batch: int, process: Process) -> torch.Ten
     return order[: steps * global_batch].view(steps, process.world_size, per_rank)[:, process.rank].reshape(-1)
 
 
+def local_rows(total: int, process: Process) -> torch.Tensor:
+    """This rank's contiguous share of ``total`` rows (shares differ by at most one)."""
+    return torch.arange(total).tensor_split(process.world_size)[process.rank]
+
+
 def gather_rows(local: torch.Tensor, total: int, process: Process) -> torch.Tensor:
-    """All ranks' rows, in global order, on every rank, for rows sharded with
-    ``torch.arange(total).tensor_split(world_size)`` (sizes may differ by one)."""
+    """All ranks' rows, in global order, on every rank, each rank holding ``local_rows``."""
     if not process.distributed:
         return local
     sizes = [len(part) for part in torch.arange(total).tensor_split(process.world_size)]

@@ -381,17 +381,16 @@ def read_subset(path: Path, data: LabelledData) -> tuple[torch.Tensor, torch.Ten
             torch.tensor([i for i, r in enumerate(roles) if r == "val"]))
 
 
-def _load_init(init: str, settings: EvalSettings, data: LabelledData, device: torch.device) -> nn.Module:
+def _load_init(init: str, settings: EvalSettings, data: LabelledData) -> nn.Module:
     torch.manual_seed(settings.seed)  # a random-init baseline is reproducible from --seed
-    encoder = resolve_encoder(init, settings.arch, data.train.image_shape[0], data.image_size)
-    return encoder.to(device).to(memory_format=torch.channels_last)
+    return resolve_encoder(init, settings.arch, data.train.image_shape[0], data.image_size)
 
 
-def _run(init: str, methods: list[str], data: LabelledData, settings: EvalSettings, device: torch.device,
-         out: Path) -> list[dict]:
+def _run(init: str, encoder: nn.Module, methods: list[str], data: LabelledData, settings: EvalSettings,
+         device: torch.device, out: Path) -> list[dict]:
     """Every method × label fraction for one init, on the shared splits."""
     num_classes, metric, rows = len(data.classes), settings.selection_metric, []
-    encoder = _load_init(init, settings, data, device)
+    encoder = encoder.to(device).to(memory_format=torch.channels_last)
     frozen = None
     for fraction in settings.label_fractions:
         fit, val = _split(data, fraction, settings)
@@ -494,10 +493,10 @@ def run_evaluation(inits: list[str], methods: list[str], settings: EvalSettings,
     device = resolve_device(settings.device)
     data = load_labelled(settings)
     out = Path(settings.out) if settings.out else default_out(inits)
-    for init in inits:  # every init is checked before any is run
-        resolve_encoder(init, settings.arch, data.train.image_shape[0], data.image_size)
+    encoders = [_load_init(init, settings, data) for init in inits]  # every init loads before any runs
     out.mkdir(parents=True, exist_ok=True)
-    rows = [row for init in inits for row in _run(init, methods, data, settings, device, out)]
+    rows = [row for init, encoder in zip(inits, encoders)
+            for row in _run(init, encoder, methods, data, settings, device, out)]
     print(results_table(rows))
     write_results(rows, out, stem, data, settings)
     print(f"byol: results in {out / stem}.csv and .md")

@@ -79,19 +79,15 @@ class FinetuneResult:
 
 def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: int, mean: torch.Tensor,
              std: torch.Tensor, image_size: int, device: torch.device, settings: FinetuneSettings,
-             seed: int = 0, progress: bool = True, head: nn.Linear | None = None) -> FinetuneResult:
-    """Train ``encoder`` + a linear head on ``train`` (uint8 images with labels); keep the
-    weights of the epoch with the best ``settings.metric`` on ``val`` (early stopping by
+             seed: int = 0, progress: bool = True) -> FinetuneResult:
+    """Train ``encoder`` + a new linear head on ``train`` (uint8 images with labels); keep
+    the weights of the epoch with the best ``settings.metric`` on ``val`` (early stopping by
     selection; epoch 0 = before any step); with ``settings.patience``, stop after that many
-    epochs without improvement.
-
-    ``head``: a starting head (e.g. the linear probe, ``evaluate.raw_feature_head``);
-    default a new one at random."""
+    epochs without improvement."""
     if settings.balance not in BALANCING:
         raise UserError(f"--balance {settings.balance}: choose one of {', '.join(BALANCING)}")
     torch.manual_seed(seed)
-    head = head if head is not None else nn.Linear(encoder.num_features, num_classes)
-    model = nn.Sequential(encoder, head).to(device).to(memory_format=torch.channels_last)
+    model = nn.Sequential(encoder, nn.Linear(encoder.num_features, num_classes)).to(device).to(memory_format=torch.channels_last)
     batch_size = min(settings.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = settings.epochs * steps_per_epoch

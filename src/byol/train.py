@@ -30,7 +30,7 @@ from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
 from .byol import BYOL, collapse_statistic
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
-from .distributed import Process, gather_rows, init_process, shard, sync_batchnorm
+from .distributed import Process, gather_rows, init_process, local_rows, shard, sync_batchnorm
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import create_optimizer, learning_rate, parameter_groups
 
@@ -76,6 +76,29 @@ def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> BY
         encoder = _init_encoder(config.init_from, encoder)
     return BYOL(encoder, encoder.num_features, config.hidden_dim, config.projection_dim,
                 config.base_target_momentum)
+
+
+def build_optimizer(model: BYOL, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
+    """The optimizer over the online network (the target has none), in the paper's two groups."""
+    return create_optimizer(config.optimizer, parameter_groups(
+        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr)
+
+
+def two_views(batch: torch.Tensor, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both augmented, normalised views of a uint8 batch, channels-last."""
+    return tuple(augment(batch, recipe, image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
+                 for recipe in views)
+
+
+def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Tensor, autocast) -> torch.Tensor:
+    """Loss of both views, backward, one optimizer step; returns the loss (not read back)."""
+    with autocast:
+        loss = step_model(view_1, view_2)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
@@ -188,8 +211,8 @@ def sharded_features(encoder, images: ImageSet, mean, std, image_size: int, devi
     """Frozen features of every image; with several processes each embeds 1/N and all gather."""
     if not process.distributed:
         return extract_features(encoder, images, mean, std, image_size, device=device)
-    mine = torch.arange(len(images)).tensor_split(process.world_size)[process.rank]
-    local = extract_features(encoder, images.subset(mine), mean, std, image_size, device=device)
+    local = extract_features(encoder, images.subset(local_rows(len(images), process)), mean, std, image_size,
+                             device=device)
     return gather_rows(local, len(images), process)
 
 
@@ -257,8 +280,7 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
     # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU
     # (benchmarks/cpu_step.py).
     model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(config.optimizer, parameter_groups(
-        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), peak_lr)
+    optimizer = build_optimizer(model, config, peak_lr)
     start_epoch, step = 0, 0
     if config.resume:
         checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
@@ -309,18 +331,11 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
         for batch_index, batch in enumerate(bar):
             waited = time.perf_counter() - fetch_start  # the step waited this long for its batch
             window_wait, epoch_wait = window_wait + waited, epoch_wait + waited
-            view_1 = augment(batch, views[0], image_size, mean_d, std_d, generator)
-            view_2 = augment(batch, views[1], image_size, mean_d, std_d, generator)
-            view_1 = view_1.contiguous(memory_format=torch.channels_last)
-            view_2 = view_2.contiguous(memory_format=torch.channels_last)
+            view_1, view_2 = two_views(batch, views, image_size, mean_d, std_d, generator)
             lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
-                loss = step_model(view_1, view_2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = optimizer_step(step_model, optimizer, view_1, view_2, autocast)
             tau = model.update_target(step, total_steps)
             step += 1
             loss_sum += loss.detach()
@@ -340,16 +355,16 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
             fetch_start = time.perf_counter()
         bar.close()
         epoch_time = time.perf_counter() - epoch_start
-        collapse = projection_spread(model, view_1)
         row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
-               "collapse_std": collapse, "images_per_s": steps_per_epoch * config.batch_size / epoch_time,
-               "data_wait_s": epoch_wait, "elapsed_s": time.perf_counter() - started}
-        healthy = config.projection_dim ** -0.5
-        if process.is_main and collapse < COLLAPSE_FRACTION * healthy:
-            print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
-                  f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim})); "
-                  "lower --base-lr, raise --base-target-momentum, or check the augmentations", file=sys.stderr)
-        if process.is_main:
+               "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
+               "elapsed_s": time.perf_counter() - started}
+        if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it
+            row["collapse_std"] = collapse = projection_spread(model, view_1)
+            healthy = config.projection_dim ** -0.5
+            if collapse < COLLAPSE_FRACTION * healthy:
+                print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
+                      f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim}))"
+                      "; lower --base-lr, raise --base-target-momentum, or check the augmentations", file=sys.stderr)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, config)
         if epoch + 1 == config.epochs:
             break  # the last row waits for the final evaluation's k-NN accuracy
