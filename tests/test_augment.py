@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from byol.augment import (ViewParams, ViewRecipe, apply_view, augment, byol_views, kernel_size,
+from byol.augment import (ViewParams, ViewRecipe, apply_view, augment, byol_views, kernel_size, resized_crop,
                           sample_view_params)
 
 
@@ -150,3 +150,21 @@ def test_augment_runs_on_the_batch_device_and_matches_cpu():
     generator = torch.Generator(device="cuda").manual_seed(0)
     assert augment(images.cuda(), ViewRecipe(), 32, torch.zeros(3, device="cuda"), torch.ones(3, device="cuda"),
                    generator).is_cuda
+
+
+def test_augmentation_subsets_keep_only_what_they_name():
+    full = byol_views(blur=True)
+    crop_colour = byol_views(blur=True, augmentations="crop-colour")
+    crop = byol_views(blur=True, augmentations="crop")
+    for full_view, colour_view, crop_view in zip(full, crop_colour, crop):
+        assert (colour_view.jitter_prob, colour_view.grayscale_prob) == (full_view.jitter_prob, full_view.grayscale_prob)
+        assert colour_view.blur_prob == colour_view.solarize_prob == 0
+        assert crop_view.jitter_prob == crop_view.grayscale_prob == crop_view.blur_prob == crop_view.solarize_prob == 0
+        assert (crop_view.crop_scale, crop_view.flip_prob) == (full_view.crop_scale, full_view.flip_prob)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    view = augment(images, crop[1], 32, torch.zeros(3), torch.ones(3), torch.Generator().manual_seed(3))
+    params = sample_view_params(crop[1], 16, 32, 32, torch.Generator().manual_seed(3))
+    resized = resized_crop(images.float() / 255, params.crop, params.flip, 32)
+    assert torch.equal(view, resized)  # crop only: the view is the crop, nothing else
+    with pytest.raises(ValueError, match="augmentations must be one of"):
+        byol_views(augmentations="colour")

@@ -157,3 +157,61 @@ def test_collapse_statistic_is_zero_when_collapsed_and_one_over_root_d_when_spre
     assert collapse_statistic(torch.ones(512, 64) * 3.0) == pytest.approx(0.0, abs=1e-6)
     spread = collapse_statistic(torch.randn(4096, 64, generator=torch.Generator().manual_seed(0)))
     assert spread == pytest.approx(64 ** -0.5, rel=0.02)
+
+
+def test_no_predictor_means_no_predictor_parameters_and_projections_are_compared():
+    model = tiny_model(predictor=False)
+    assert sum(p.numel() for p in model.predictor.parameters()) == 0
+    v1, v2 = views()
+    z1, z2 = model.target_projector(model.target_encoder(v1)), model.target_projector(model.target_encoder(v2))
+    expected = byol_loss(model.project(v1), z2.detach()) + byol_loss(model.project(v2), z1.detach())
+    assert model(v1, v2).item() == pytest.approx(expected.item(), rel=1e-6)
+    with_predictor = tiny_model()
+    assert sum(p.numel() for p in with_predictor.predictor.parameters()) > 0
+
+
+def test_fixed_tau_one_leaves_the_target_untouched_and_tau_zero_copies_the_online_network():
+    frozen = tiny_model(fixed_target_momentum=1.0)
+    start = [t.clone() for t, _ in frozen.ema_pairs()]
+    optimizer = torch.optim.SGD(frozen.online_parameters(), lr=0.5)
+    for step in range(3):
+        frozen(*views()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        assert frozen.update_target(step, 10) == 1.0
+    assert all(torch.equal(t, s) for (t, _), s in zip(frozen.ema_pairs(), start))
+    assert not all(torch.equal(o, s) for (_, o), s in zip(frozen.ema_pairs(), start))  # the online net did learn
+
+    copied = tiny_model(fixed_target_momentum=0.0)
+    with torch.no_grad():
+        for p in copied.online_parameters():
+            p.add_(torch.randn_like(p))
+    assert copied.update_target(5, 10) == 0.0
+    assert all(torch.equal(t, o) for t, o in copied.ema_pairs())
+
+
+@pytest.mark.parametrize("norm, layers", [("layernorm", [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear]),
+                                          ("none", [nn.Linear, nn.ReLU, nn.Linear])])
+def test_head_norm_switch_changes_every_head(norm, layers):
+    model = tiny_model(head_norm=norm)
+    for head in (model.online_projector, model.predictor, model.target_projector):
+        assert [type(m) for m in head] == layers
+    model(*views()).backward()  # still trains
+
+
+def test_method_switch_builds_the_named_method(tmp_path):
+    from byol import SimCLR, resolve_config
+    from byol.config import UserError
+    from byol.train import build_model
+
+    config = resolve_config(overrides={"method": "simclr", "hidden_dim": 32, "projection_dim": 16})
+    assert isinstance(build_model(config, 1, 28), SimCLR)
+    config = resolve_config(overrides={"predictor": False, "target_momentum": 1.0, "head_norm": "none",
+                                       "hidden_dim": 32, "projection_dim": 16})
+    model = build_model(config, 1, 28)
+    assert isinstance(model, BYOL) and model.fixed_target_momentum == 1.0
+    assert isinstance(model.predictor, nn.Identity) and not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    with pytest.raises(UserError, match="--method must be one of byol, simclr, got 'moco'"):
+        resolve_config(overrides={"method": "moco"})
+    with pytest.raises(UserError, match="--head-norm must be one of batchnorm, layernorm, none"):
+        resolve_config(overrides={"head_norm": "groupnorm"})

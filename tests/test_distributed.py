@@ -11,16 +11,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from byol import BYOL, create_encoder
+from byol import BYOL, SimCLR, create_encoder
 from byol.distributed import Process, gather_rows, shard, sync_batchnorm
 from byol.optim import LARS, parameter_groups
 
 STEPS, BATCH = 3, 16
 
 
-def make_model() -> BYOL:
+def make_model(method: str = "byol") -> torch.nn.Module:
     torch.manual_seed(0)
-    return BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 64, 32, base_target_momentum=0.9)
+    encoder = create_encoder("narrow_resnet", 1, None, 16)
+    if method == "simclr":  # its negatives come from every rank: the all-gather must be exact too
+        return SimCLR(encoder, 256, 64, 32, temperature=0.5)
+    return BYOL(encoder, 256, 64, 32, base_target_momentum=0.9)
 
 
 def make_views() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -29,7 +32,7 @@ def make_views() -> list[tuple[torch.Tensor, torch.Tensor]]:
             for _ in range(STEPS)]
 
 
-def train(model: BYOL, step_model, views, rank: int = 0, world: int = 1) -> list[float]:
+def train(model: torch.nn.Module, step_model, views, rank: int = 0, world: int = 1) -> list[float]:
     optimizer = LARS(parameter_groups([(n, p) for n, p in model.named_parameters() if not n.startswith("target_")],
                                       1e-5), lr=0.5)
     losses, per_rank = [], BATCH // world
@@ -48,14 +51,15 @@ def train(model: BYOL, step_model, views, rank: int = 0, world: int = 1) -> list
     return losses
 
 
-def _rank(rank: int, world: int, port: int, out: str) -> None:
+def _rank(rank: int, world: int, port: int, out: str, method: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = sync_batchnorm(make_model(), torch.device("cpu"))
+    model = sync_batchnorm(make_model(method), torch.device("cpu"))
     step_model = torch.nn.parallel.DistributedDataParallel(model)
     losses = train(model, step_model, make_views(), rank, world)
-    target = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if n.startswith("target_")])
+    target = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if n.startswith("target_")]
+                       or [torch.zeros(1)])  # SimCLR has no target
     targets = [torch.empty_like(target) for _ in range(world)]
     dist.all_gather(targets, target)
     if rank == 0:
@@ -70,11 +74,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_take_the_same_steps_as_one_with_the_global_batch(tmp_path):
-    mp.spawn(_rank, args=(2, free_port(), str(tmp_path / "ddp.pt")), nprocs=2)
+@pytest.mark.parametrize("method", ["byol", "simclr"])
+def test_two_processes_take_the_same_steps_as_one_with_the_global_batch(tmp_path, method):
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path / "ddp.pt"), method), nprocs=2)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_model(method)
     losses = train(model, model, make_views())
     assert ddp["losses"] == pytest.approx(losses, rel=1e-4)
     for name, value in model.state_dict().items():

@@ -6,12 +6,15 @@ The pieces, usable one at a time in your own loop::
 """
 from .augment import ViewRecipe, augment, byol_views
 from .backbones import create_encoder, load_encoder, save_encoder
-from .byol import BYOL, MLPHead, byol_loss, collapse_statistic, target_momentum
+from .methods import MLPHead, collapse_statistic, create_method
+from .methods.byol import BYOL, byol_loss, target_momentum
+from .methods.simclr import SimCLR, nt_xent_loss
 from .config import PretrainConfig, resolve_config
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .optim import LARS, learning_rate, parameter_groups
 from .train import pretrain
 
-__all__ = ["BYOL", "LARS", "MLPHead", "PretrainConfig", "ViewRecipe", "augment", "byol_loss", "byol_views", "collapse_statistic",
-           "create_encoder", "extract_features", "knn_accuracy", "learning_rate", "linear_probe",
-           "load_encoder", "parameter_groups", "pretrain", "resolve_config", "save_encoder", "target_momentum"]
+__all__ = ["BYOL", "LARS", "MLPHead", "PretrainConfig", "SimCLR", "ViewRecipe", "augment", "byol_loss", "byol_views",
+           "collapse_statistic", "create_encoder", "create_method", "extract_features", "knn_accuracy",
+           "learning_rate", "linear_probe", "load_encoder", "nt_xent_loss", "parameter_groups", "pretrain",
+           "resolve_config", "save_encoder", "target_momentum"]

@@ -17,7 +17,7 @@ hue and grayscale conversion are no-ops (as in torchvision), so they are skipped
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -44,15 +44,28 @@ class ViewRecipe:
     solarize_prob: float = 0.0
 
 
-def byol_views(blur: bool = True, crop_scale: tuple[float, float] = (0.08, 1.0)) -> tuple[ViewRecipe, ViewRecipe]:
+AUGMENTATION_SETS = ("full", "crop-colour", "crop")
+
+
+def byol_views(blur: bool = True, crop_scale: tuple[float, float] = (0.08, 1.0),
+               augmentations: str = "full") -> tuple[ViewRecipe, ViewRecipe]:
     """The asymmetric pair t, t' of the paper: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2.
 
     ``blur=False`` drops blur from both views, as CIFAR-scale recipes do on 32 px data
-    (a 3 px kernel blurs little and costs a full pass)."""
-    return (
+    (a 3 px kernel blurs little and costs a full pass).  ``augmentations`` is the
+    paper's ablation of figure 3b: ``crop-colour`` keeps crop, flip, colour jitter and
+    grayscale (no blur, no solarize); ``crop`` keeps crop and flip only."""
+    if augmentations not in AUGMENTATION_SETS:
+        raise ValueError(f"augmentations must be one of {AUGMENTATION_SETS}, got {augmentations!r}")
+    views = (
         ViewRecipe(crop_scale=crop_scale, blur_prob=1.0 if blur else 0.0, solarize_prob=0.0),
         ViewRecipe(crop_scale=crop_scale, blur_prob=0.1 if blur else 0.0, solarize_prob=0.2),
     )
+    if augmentations != "full":
+        views = tuple(replace(view, blur_prob=0.0, solarize_prob=0.0) for view in views)
+    if augmentations == "crop":
+        views = tuple(replace(view, jitter_prob=0.0, grayscale_prob=0.0) for view in views)
+    return views
 
 
 @dataclass
@@ -70,6 +83,7 @@ class ViewParams:
     blur_sigma: torch.Tensor  # (N,) σ in pixels, 0 = no blur
     solarize: torch.Tensor    # (N,) bool
     blur_kernel_fraction: float = 0.1  # 0 skips the blur pass (no image is blurred)
+    jitter_pass: bool = True  # False skips the colour-jitter pass (no image is jittered)
 
 
 def _uniform(low: float, high: float, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -97,7 +111,7 @@ def sample_view_params(
     blur_sigma = torch.where(coin(recipe.blur_prob), _uniform(*recipe.blur_sigma, n, generator, device), 0.0)
     return ViewParams(crop, coin(recipe.flip_prob), order, brightness, contrast, saturation, hue,
                       coin(recipe.grayscale_prob), blur_sigma, coin(recipe.solarize_prob),
-                      recipe.blur_kernel_fraction if recipe.blur_prob > 0 else 0.0)
+                      recipe.blur_kernel_fraction if recipe.blur_prob > 0 else 0.0, recipe.jitter_prob > 0)
 
 
 def _sample_crops(recipe: ViewRecipe, n: int, height: int, width: int, generator, device) -> torch.Tensor:
@@ -137,7 +151,8 @@ def apply_view(images: torch.Tensor, params: ViewParams, size: int) -> torch.Ten
     """Apply ``params`` to a uint8 or [0, 1] float batch; returns floats in [0, 1] (N, C, size, size)."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     x = resized_crop(x, params.crop, params.flip, size)
-    x = color_jitter(x, params)
+    if params.jitter_pass:
+        x = color_jitter(x, params)
     if x.shape[1] == 3:
         x = torch.where(params.grayscale[:, None, None, None], grayscale(x).expand_as(x), x)
     if params.blur_kernel_fraction > 0:

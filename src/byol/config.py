@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from .augment import AUGMENTATION_SETS
+from .methods import HEAD_NORMS, method_names
+
 
 class UserError(Exception):
     """Something the user can fix: the message is one line saying what and how."""
@@ -42,6 +45,18 @@ class PretrainConfig:
     resume: bool = option(False, "continue the run in --out from checkpoints/last.pt with its saved config")
     init_from: str | None = option(None, "start a NEW run from these encoder weights (encoder.safetensors); not with --resume")
     stop_after: int | None = option(None, "stop after this many epochs of this invocation (for time-limited jobs); continue with --resume")
+    # method
+    method: str = option("byol", "byol (the paper) or simclr (the contrastive baseline: NT-Xent, same encoder, "
+                         "views, optimiser and loop)")
+    temperature: float = option(0.5, "simclr: NT-Xent temperature (SimCLR's best on CIFAR-10; 0.1 on ImageNet "
+                                "with large batches)")
+    predictor: bool = option(True, "byol: the predictor q; --no-predictor is the paper's ablation (it collapses)")
+    target_momentum: float | None = option(None, "byol: a fixed tau instead of the cosine schedule; 0 makes the "
+                                           "target the online network, 1 a frozen random network (ablations)")
+    head_norm: str = option("batchnorm", "normalisation in the projector/predictor hidden layer: batchnorm (the "
+                            "paper), layernorm or none (ablations)")
+    augmentations: str = option("full", "full (the paper's table), crop-colour (crop, flip, colour jitter, "
+                                "grayscale) or crop (crop and flip only): the augmentation ablation")
     # model
     arch: str = option("narrow_resnet", "encoder: narrow_resnet (CPU preset, 1.2 M parameters), resnet18, resnet34, resnet50")
     small_stem: bool | None = option(None, "3x3 stem without max-pool (stride 1; stride 2 in narrow_resnet); default: on for images <= 64 px")
@@ -143,6 +158,13 @@ def validate(config: PretrainConfig) -> None:
         (0 <= config.base_target_momentum <= 1, f"--base-target-momentum must be in [0, 1], got {config.base_target_momentum}"),
         (0 < config.crop_min_scale <= 1, f"--crop-min-scale must be in (0, 1], got {config.crop_min_scale}"),
         (config.optimizer in ("lars", "sgd", "adamw"), f"--optimizer must be lars, sgd or adamw, got '{config.optimizer}'"),
+        (config.method in method_names(), f"--method must be one of {', '.join(method_names())}, got '{config.method}'"),
+        (config.temperature > 0, f"--temperature must be positive, got {config.temperature}"),
+        (config.target_momentum is None or 0 <= config.target_momentum <= 1,
+         f"--target-momentum must be in [0, 1], got {config.target_momentum}"),
+        (config.head_norm in HEAD_NORMS, f"--head-norm must be one of {', '.join(HEAD_NORMS)}, got '{config.head_norm}'"),
+        (config.augmentations in AUGMENTATION_SETS,
+         f"--augmentations must be one of {', '.join(AUGMENTATION_SETS)}, got '{config.augmentations}'"),
         (config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:"), f"--device must be auto, cpu or cuda, got '{config.device}'"),
         (config.knn_every >= 0 and config.knn_k >= 1, "--knn-every must be >= 0 and --knn-k >= 1"),
         (config.stop_after is None or config.stop_after >= 1, f"--stop-after must be at least 1, got {config.stop_after}"),

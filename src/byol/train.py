@@ -1,4 +1,4 @@
-"""The pre-training loop: data → two views → BYOL loss → optimizer step → EMA → monitor.
+"""The pre-training loop: data → two views → the method's loss → optimizer step → EMA → monitor.
 
 ``pretrain(config)`` is what ``byol pretrain`` calls.  The run directory it writes:
 
@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
-from .byol import BYOL, collapse_statistic
 from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
 from .data import Dataset, ImageSet, load_dataset
 from .distributed import Process, gather_rows, init_process, local_rows, shard, sync_batchnorm
 from .evaluate import extract_features, knn_accuracy, linear_probe
+from .methods import collapse_statistic, create_method
 from .optim import create_optimizer, learning_rate, parameter_groups
 
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "collapse_std", "images_per_s", "data_wait_s",
@@ -68,18 +68,18 @@ def resume_config(config: PretrainConfig, given: set[str]) -> PretrainConfig:
     return PretrainConfig(**saved)
 
 
-def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> BYOL:
+def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> torch.nn.Module:
+    """The encoder inside the heads and loss of ``config.method`` (``byol.methods``)."""
     if config.arch not in ARCHITECTURES:
         raise UserError(f"--arch '{config.arch}' is not known; choose one of: {', '.join(ARCHITECTURES)}")
     encoder = create_encoder(config.arch, in_channels, config.small_stem, image_size)
     if config.init_from:
         encoder = _init_encoder(config.init_from, encoder)
-    return BYOL(encoder, encoder.num_features, config.hidden_dim, config.projection_dim,
-                config.base_target_momentum)
+    return create_method(config.method, encoder, encoder.num_features, config)
 
 
-def build_optimizer(model: BYOL, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer over the online network (the target has none), in the paper's two groups."""
+def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
+    """The optimizer over everything but the target (which has none), in the paper's two groups."""
     return create_optimizer(config.optimizer, parameter_groups(
         [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr)
 
@@ -180,7 +180,7 @@ class MetricsLog:
             self.tensorboard.close()
 
 
-def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int, config: PretrainConfig) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, epoch: int, step: int, config: PretrainConfig) -> None:
     """Written to a temporary file and renamed, so a crash mid-write never loses the last good one.
     Nothing in it depends on the rank or the number of processes: any of them can resume it."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
@@ -191,11 +191,11 @@ def save_checkpoint(path: Path, model: BYOL, optimizer, epoch: int, step: int, c
 
 
 @torch.no_grad()
-def projection_spread(model: BYOL, views: torch.Tensor) -> float:
+def projection_spread(model: torch.nn.Module, views: torch.Tensor) -> float:
     """``collapse_statistic`` of the online projections of a batch of views, in eval mode
     (no BatchNorm statistics change, no RNG is drawn)."""
     model.eval()
-    spread = collapse_statistic(model.online_projector(model.online_encoder(views)))
+    spread = collapse_statistic(model.project(views))
     model.train()
     return spread
 
@@ -238,7 +238,7 @@ def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, conf
 
 
 def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> dict:
-    """Pre-train BYOL as ``config`` says; returns the final evaluation (also in results.json).
+    """Pre-train as ``config`` says (BYOL, or ``config.method``); returns the final evaluation (also in results.json).
 
     ``given_options`` names the settings the user set explicitly; with ``resume`` they
     are checked against the run's saved config.  Under ``torchrun`` every process calls
@@ -303,18 +303,18 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
     if train_set.images is not None and fits_on_device(train_set.images, device):
         train_set = ImageSet(train_set.images.to(device))
     mean_d, std_d = mean.to(device), std.to(device)
-    views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
+    views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations)
     log = MetricsLog(run_dir, config.resume) if process.is_main else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
     if process.is_main:
         print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px "
               f"({'in memory' if train_set.images is not None else 'streamed from disk'}), "
-              f"{config.arch} on {device}" + (f" x {process.world_size} processes" if process.distributed else "") +
+              f"{config.method} {config.arch} on {device}" + (f" x {process.world_size} processes" if process.distributed else "") +
               f", {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
               f"peak lr {peak_lr:.3g}; run directory {run_dir}")
 
-    tau = model.base_target_momentum
+    tau = None  # τ of the last EMA update; stays None for a method without a target
     for epoch in range(start_epoch, end_epoch):
         model.train()
         # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same
@@ -346,16 +346,19 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
                 logged_loss = loss_sum.item() / window_steps
                 window_time = time.perf_counter() - window_start
                 speed = window_steps * config.batch_size / window_time
-                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}", img_s=f"{speed:.0f}",
+                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}",
+                                **({} if tau is None else {"tau": f"{tau:.4f}"}), img_s=f"{speed:.0f}",
                                 data_wait=f"{100 * window_wait / window_time:.0f}%")
-                log.scalars(step, **{"train/loss": logged_loss, "train/lr": lr, "train/tau": tau,
+                log.scalars(step, **{"train/loss": logged_loss, "train/lr": lr,
+                                     **({} if tau is None else {"train/tau": tau}),
                                      "train/images_per_s": speed, "train/data_wait_fraction": window_wait / window_time})
                 loss_sum.zero_()
                 window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
             fetch_start = time.perf_counter()
         bar.close()
         epoch_time = time.perf_counter() - epoch_start
-        row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr, "target_momentum": tau,
+        row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr,
+               "target_momentum": "" if tau is None else tau,
                "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
                "elapsed_s": time.perf_counter() - started}
         if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it

@@ -1,7 +1,8 @@
 """BYOL, paper §3: online and target networks, heads, loss, τ schedule, EMA.
 
 Grill et al., *Bootstrap Your Own Latent*, arXiv:2006.07733.  Everything the
-method adds on top of an encoder lives in this file.
+method adds on top of an encoder lives in this file, with the switches of the
+paper's ablations: no predictor, a fixed τ, other normalisation in the heads.
 """
 from __future__ import annotations
 
@@ -12,22 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class MLPHead(nn.Sequential):
-    """Projector / predictor of BYOL §3.3: Linear → BatchNorm1d → ReLU → Linear.
-
-    In: (N, in_dim) features.  Out: (N, out_dim).  The paper uses hidden 4096 and
-    output 256 for both heads; the BN is what keeps BYOL from collapsing (SPEC:
-    BN in both heads 57.7 vs none 28.3 in the "understanding BYOL" ablation).
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256):
-        super().__init__(
-            nn.Linear(in_dim, hidden_dim),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
-        )
+from . import MLPHead
 
 
 def byol_loss(prediction: torch.Tensor, target_projection: torch.Tensor) -> torch.Tensor:
@@ -36,13 +22,6 @@ def byol_loss(prediction: torch.Tensor, target_projection: torch.Tensor) -> torc
     ``target_projection`` must already be detached (it comes from the target network).
     """
     return (2 - 2 * F.cosine_similarity(prediction, target_projection, dim=-1)).mean()
-
-
-def collapse_statistic(projections: torch.Tensor) -> float:
-    """Standard deviation over the batch of the L2-normalised projections, averaged over
-    dimensions (SimSiam §4.1): 0 for a collapsed encoder (every image the same output),
-    about 1/√d for healthy, spread-out d-dimensional outputs."""
-    return F.normalize(projections.float(), dim=1).std(dim=0).mean().item()
 
 
 def target_momentum(step: int, total_steps: int, base: float) -> float:
@@ -97,13 +76,19 @@ class BYOL(nn.Module):
         hidden_dim: int = 4096,
         projection_dim: int = 256,
         base_target_momentum: float = 0.996,
+        predictor: bool = True,
+        fixed_target_momentum: float | None = None,
+        head_norm: str = "batchnorm",
     ):
         super().__init__()
         feature_dim = feature_dim or infer_feature_dim(encoder)
         self.base_target_momentum = base_target_momentum
+        # Ablations (§5, SPEC): τ = 0 makes the target the online network, τ = 1 a frozen
+        # random network; without a predictor the online output is the projection itself.
+        self.fixed_target_momentum = fixed_target_momentum
         self.online_encoder = encoder
-        self.online_projector = MLPHead(feature_dim, hidden_dim, projection_dim)
-        self.predictor = MLPHead(projection_dim, hidden_dim, projection_dim)
+        self.online_projector = MLPHead(feature_dim, hidden_dim, projection_dim, head_norm)
+        self.predictor = MLPHead(projection_dim, hidden_dim, projection_dim, head_norm) if predictor else nn.Identity()
         # §3.1: the target starts as a copy of the online network and is never
         # touched by the optimizer (stop-gradient).
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -121,6 +106,10 @@ class BYOL(nn.Module):
             pairs += list(zip(target.parameters(), online.parameters()))
         return pairs
 
+    def project(self, views: torch.Tensor) -> torch.Tensor:
+        """Online projections g_θ(f_θ(v)), before the predictor."""
+        return self.online_projector(self.online_encoder(views))
+
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
         """Symmetrised loss L + L̃ of §3 eq. 2 for two augmented views of one batch.
 
@@ -129,8 +118,8 @@ class BYOL(nn.Module):
         BatchNorm statistics.  The target runs in train mode like the online
         network (batch statistics), also as in the official implementation.
         """
-        p_1 = self.predictor(self.online_projector(self.online_encoder(view_1)))
-        p_2 = self.predictor(self.online_projector(self.online_encoder(view_2)))
+        p_1 = self.predictor(self.project(view_1))
+        p_2 = self.predictor(self.project(view_2))
         with torch.no_grad():
             z_1 = self.target_projector(self.target_encoder(view_1))
             z_2 = self.target_projector(self.target_encoder(view_2))
@@ -143,14 +132,23 @@ class BYOL(nn.Module):
         """ξ ← τξ + (1 − τ)θ after optimizer step ``step`` (§3.1); returns the τ used.
 
         τ follows the cosine schedule from ``base_target_momentum`` unless
-        ``momentum`` fixes it.  Only parameters are averaged.  BatchNorm running
-        statistics of the target are its own, accumulated by its own train-mode
-        forward passes as in the official implementation; they never enter the
-        loss (train mode normalises with batch statistics).
+        ``momentum`` (or the model's ``fixed_target_momentum``) fixes it.  Only
+        parameters are averaged.  BatchNorm running statistics of the target are its
+        own, accumulated by its own train-mode forward passes as in the official
+        implementation; they never enter the loss (train mode normalises with batch
+        statistics).
         """
+        momentum = self.fixed_target_momentum if momentum is None else momentum
         tau = target_momentum(step, total_steps, self.base_target_momentum) if momentum is None else momentum
         targets, onlines = zip(*self.ema_pairs())
         # foreach: one fused kernel per op over all tensors instead of one per tensor.
         torch._foreach_mul_(targets, tau)
         torch._foreach_add_(targets, onlines, alpha=1 - tau)
         return tau
+
+
+def build(encoder: nn.Module, feature_dim: int, config) -> BYOL:
+    """BYOL as a ``PretrainConfig`` describes it (see ``byol.methods``)."""
+    return BYOL(encoder, feature_dim, config.hidden_dim, config.projection_dim, config.base_target_momentum,
+                predictor=config.predictor, fixed_target_momentum=config.target_momentum,
+                head_norm=config.head_norm)
