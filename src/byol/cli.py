@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--peak-tflops", type=float, help="the device's peak, for the utilisation column "
                        "(known for H100/H200/A100)")
 
+    report = commands.add_parser(
+        "report", help="figures and one self-contained HTML page comparing pre-training runs",
+        description="Loss, k-NN accuracy against epoch and wall-clock, learning rate and tau, the collapse "
+                    "statistic, a t-SNE map of each run's test embeddings, and a table comparing the runs: PNGs "
+                    "and report.html (figures embedded). Needs the [report] extra (matplotlib, scikit-learn).")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of byol pretrain")
+    report.add_argument("--out", help="folder for report.html and the PNGs [default: RUN_DIR/report for one run, "
+                        "./byol-report for several]")
+    report.add_argument("--map-images", type=int, default=2000, help="test images in each t-SNE map; 0 skips the "
+                        "maps (they need the dataset and take ~20 s per run on a CPU) [default: 2000]")
+    report.add_argument("--device", default="auto", help="where the test images are embedded: cuda, cpu or auto "
+                        "[default: auto]")
+
     embed = commands.add_parser(
         "embed", help="write an encoder's features of a set of images (.npy + .csv)",
         description="Features of every image (train split, then test split) as a float32 .npy array, with a "
@@ -162,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
             result = bench(**args)
             print_bench(result, args["arch"], args["image_size"], args["batch_size"], args["device"], args["compile"])
+        elif command == "report":
+            from .report import report
+
+            print(f"byol report: wrote {report(**args)}")
         elif command == "embed":
             from .evaluate import embed
 
