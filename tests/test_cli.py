@@ -111,3 +111,11 @@ def test_eval_errors_are_one_line(tiny_idx, tmp_path):
     assert_one_line_error(run_cli("eval", "linear", "--init", str(tmp_path / "junk.pth"), "--data", str(tiny_idx)),
                           "not a PyTorch state dict")
     assert_one_line_error(run_cli("eval", "svm", "--init", "random"), "invalid choice")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "eval", "finetune", "compare", "bench", "embed", "report"])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--help" in capsys.readouterr().out

@@ -17,7 +17,7 @@ class Parser(argparse.ArgumentParser):
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(PretrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata['help']} [default: {field.default}]"
+        help_text = f"{field.metadata['help']} [default: {field.default}]".replace("%", "%%")  # argparse formats help with %
         if "bool" in str(field.type):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
