@@ -367,7 +367,8 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
             if collapse < COLLAPSE_FRACTION * healthy:
                 print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
                       f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim}))"
-                      "; lower --base-lr, raise --base-target-momentum, or check the augmentations", file=sys.stderr)
+                      f"; lower --base-lr{', raise --base-target-momentum' if tau is not None else ''}, or check "
+                      "the augmentations", file=sys.stderr)
             save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, config)
         if epoch + 1 == config.epochs:
             break  # the last row waits for the final evaluation's k-NN accuracy
