@@ -71,13 +71,14 @@ def _line_figure(plt, runs: list[Run], panels: list[tuple[str, str, str, str]], 
                  reference=None) -> Path:
     """One row of panels; each panel (column, x column, title, y label) has a line per run."""
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")  # one colour per run
     for axis, (column, x, title, label) in zip(axes[0], panels):
-        for run in runs:
+        for number, run in enumerate(runs):
             xs, ys = run.series(column, x)
             if x == "elapsed_s":
                 xs = [value / 60 for value in xs]
             if ys:
-                axis.plot(xs, ys, marker="o", markersize=3, label=run.name)
+                axis.plot(xs, ys, marker="o", markersize=3, label=run.name, color=colours(number % colours.N))
         if reference and column in reference:
             for value, text in reference[column]:
                 axis.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
@@ -178,7 +179,8 @@ def _unique_names(runs: list[Run]) -> None:
             run.name = f"{run.path.parent.name}/{run.path.name}"
 
 
-def write_html(path: Path, runs: list[Run], figures: list[tuple[str, Path]], rows: list[dict]) -> None:
+def write_html(path: Path, runs: list[Run], figures: list[tuple[str, Path]], maps: list[tuple[str, Path]],
+               rows: list[dict]) -> None:
     def image(title: str, png: Path) -> str:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
@@ -196,6 +198,8 @@ table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
 th {{ background: #f3f3f3; }}
 figure {{ margin: 1.5em 0; }}
+.maps {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+.maps figure {{ width: 31%; min-width: 320px; margin: 0; }}
 img {{ max-width: 100%; }}
 figcaption {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
@@ -208,6 +212,8 @@ frozen features, L2 chosen on a validation split. Collapse std: spread of the L2
 over a batch; 0 means collapsed, about 1/&radic;d is healthy.</p>
 <h2>Figures</h2>
 {"".join(image(title, png) for title, png in figures)}
+<h2>Test embeddings</h2>
+<div class="maps">{"".join(image(title, png) for title, png in maps) or "<p>No maps (--map-images 0).</p>"}</div>
 </body></html>
 """
     path.write_text(page)
@@ -238,11 +244,12 @@ def report(run_dirs: list[str], out: str | None = None, map_images: int = 2000, 
                       out_dir / "collapse.png",
                       reference={"collapse_std": [(value, f"1/√{round(value ** -2)}") for value in healthy]})),
     ]
+    maps = []
     if map_images > 0:
         for number, run in enumerate(runs):
             png = embedding_map(plt, run, map_images, device, out_dir / f"map-{number + 1}.png")
             if png:
-                figures.append((f"{run.name}: test embeddings, t-SNE, coloured by class", png))
+                maps.append((f"{run.name}: test embeddings, t-SNE, coloured by class", png))
     page = out_dir / "report.html"
-    write_html(page, runs, figures, comparison_rows(runs))
+    write_html(page, runs, figures, maps, comparison_rows(runs))
     return page
