@@ -70,7 +70,8 @@ def _pyplot():
 def _line_figure(plt, runs: list[Run], panels: list[tuple[str, str, str, str]], path: Path,
                  reference=None) -> Path:
     """One row of panels; each panel (column, x column, title, y label) has a line per run."""
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    outside = len(runs) > 4  # a long legend goes right of the panels, not over the lines
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 2.2 * outside, 3.6), squeeze=False)
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")  # one colour per run
     for axis, (column, x, title, label) in zip(axes[0], panels):
         for number, run in enumerate(runs):
@@ -86,15 +87,17 @@ def _line_figure(plt, runs: list[Run], panels: list[tuple[str, str, str, str]], 
         axis.set_xlabel("wall-clock minutes" if x == "elapsed_s" else "epoch")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7)
+    handles = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
+    if handles:  # one legend per figure, on its last panel
+        axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7,
+                           **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if outside else {}))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
 
 
-def test_embedding(run: Run, images: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+def embed_test_images(run: Run, images: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
     """Features of up to ``images`` test images (the training images when there is no test
     split), a seeded random sample; their labels (or None) and the class names."""
     from .backbones import load_encoder
@@ -121,7 +124,7 @@ def embedding_map(plt, run: Run, images: int, device: torch.device, path: Path) 
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    features, labels, classes = test_embedding(run, images, device)
+    features, labels, classes = embed_test_images(run, images, device)
     points = features.double().numpy()
     if points.shape[1] > 50:  # the usual t-SNE preprocessing: PCA to 50 dimensions first
         points = PCA(50, random_state=0).fit_transform(points)
