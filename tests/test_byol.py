@@ -213,5 +213,7 @@ def test_method_switch_builds_the_named_method(tmp_path):
     assert isinstance(model.predictor, nn.Identity) and not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
     with pytest.raises(UserError, match="--method must be one of byol, simclr, got 'moco'"):
         resolve_config(overrides={"method": "moco"})
+    with pytest.raises(UserError, match="--no-predictor and --target-momentum are BYOL ablations; --method simclr"):
+        resolve_config(overrides={"method": "simclr", "target_momentum": 0.5})
     with pytest.raises(UserError, match="--head-norm must be one of batchnorm, layernorm, none"):
         resolve_config(overrides={"head_norm": "groupnorm"})

@@ -162,6 +162,9 @@ def validate(config: PretrainConfig) -> None:
         (config.temperature > 0, f"--temperature must be positive, got {config.temperature}"),
         (config.target_momentum is None or 0 <= config.target_momentum <= 1,
          f"--target-momentum must be in [0, 1], got {config.target_momentum}"),
+        (config.method == "byol" or (config.predictor and config.target_momentum is None),
+         f"--no-predictor and --target-momentum are BYOL ablations; --method {config.method} has no predictor "
+         "and no target network"),
         (config.head_norm in HEAD_NORMS, f"--head-norm must be one of {', '.join(HEAD_NORMS)}, got '{config.head_norm}'"),
         (config.augmentations in AUGMENTATION_SETS,
          f"--augmentations must be one of {', '.join(AUGMENTATION_SETS)}, got '{config.augmentations}'"),
