@@ -38,7 +38,8 @@ from byol import create_encoder, pretrain, resolve_config
 from byol.config import resolve_device
 from byol.data import load_dataset
 from byol.report import load_run, report
-from byol.train import COLLAPSE_FRACTION, final_evaluation, normalisation
+from byol.methods import healthy_spread, is_collapsed
+from byol.train import final_evaluation, normalisation
 
 # One setting changed per run; everything else is the baseline: BYOL with the CPU preset
 # (batch 256).  The batch-size claims use 64 and 512.
@@ -182,7 +183,7 @@ def main() -> None:
     linear = {name: 100 * run.results["linear_top1"] for name, run in runs.items()}
     knn = {name: 100 * run.results["knn_top1"] for name, run in runs.items()}
     spread = {name: float(run.metrics[-1]["collapse_std"]) for name, run in runs.items()}
-    collapsed = {name: spread[name] < COLLAPSE_FRACTION * run.config.projection_dim ** -0.5
+    collapsed = {name: is_collapsed(spread[name], run.config.projection_dim)
                  for name, run in runs.items()}
     margin = max(1.0, 3 * abs(linear["byol"] - linear["byol-seed1"]))
     random_linear = 100 * reference["linear_top1"]
@@ -222,7 +223,7 @@ def main() -> None:
     for claim in CLAIMS:
         result, reason = verdict(claim, linear, collapsed, random_linear, margin)
         lines.append(f"| {claim.text} | {', '.join(claim.runs)} | **{result}** | {reason} |")
-    healthy = runs["byol"].config.projection_dim ** -0.5
+    healthy = healthy_spread(runs["byol"].config.projection_dim)
     lines += ["", "## Runs", "", "| run | setting changed | linear top-1 % | k-NN top-1 % | collapse std "
               f"(healthy ≈ {healthy:.4f}) | minutes |", "| --- | --- | --- | --- | --- | --- |"]
     for name, change in STUDY.items():

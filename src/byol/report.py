@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import PretrainConfig, UserError, resolve_device
+from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, resolve_device
+from .methods import healthy_spread
 
-# Settings that say where a run is or how it was launched, not what it learned.
-NOT_COMPARED = {"out", "overwrite", "resume", "stop_after", "device", "log_every", "compile", "sync_bn", "strict",
-                "stream"}
+# Settings that say where a run is or how it was launched, not what it learned: those a
+# resume may change, and how the images were read.
+NOT_COMPARED = RESUMABLE_OPTIONS | {"strict", "stream"}
 
 
 @dataclass
@@ -231,7 +232,7 @@ def report(run_dirs: list[str], out: str | None = None, map_images: int = 2000, 
     out_dir = Path(out) if out else (runs[0].path / "report" if len(runs) == 1 else Path("byol-report"))
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
-    healthy = sorted({run.config.projection_dim ** -0.5 for run in runs})
+    healthy = sorted({healthy_spread(run.config.projection_dim) for run in runs})
     figures = [
         ("Training loss (mean over the epoch's last logging window)",
          _line_figure(plt, runs, [("loss", "epoch", "loss", "loss")], out_dir / "loss.png")),

@@ -31,12 +31,11 @@ from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, re
 from .data import Dataset, ImageSet, load_dataset
 from .distributed import Process, gather_rows, init_process, local_rows, shard, sync_batchnorm
 from .evaluate import extract_features, knn_accuracy, linear_probe
-from .methods import collapse_statistic, create_method
+from .methods import collapse_statistic, create_method, healthy_spread, is_collapsed
 from .optim import create_optimizer, learning_rate, parameter_groups
 
 METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "collapse_std", "images_per_s", "data_wait_s",
                   "elapsed_s", "knn_top1"]
-COLLAPSE_FRACTION = 0.2  # warn when the statistic falls below this share of its healthy value 1/√d
 
 
 def check_run_dir(config: PretrainConfig) -> Path:
@@ -363,8 +362,8 @@ def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: t
                "elapsed_s": time.perf_counter() - started}
         if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it
             row["collapse_std"] = collapse = projection_spread(model, view_1)
-            healthy = config.projection_dim ** -0.5
-            if collapse < COLLAPSE_FRACTION * healthy:
+            if is_collapsed(collapse, config.projection_dim):
+                healthy = healthy_spread(config.projection_dim)
                 print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
                       f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim}))"
                       f"; lower --base-lr{', raise --base-target-momentum' if tau is not None else ''}, or check "

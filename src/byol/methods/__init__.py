@@ -57,6 +57,19 @@ def collapse_statistic(projections: torch.Tensor) -> float:
     return F.normalize(projections.float(), dim=1).std(dim=0).mean().item()
 
 
+COLLAPSE_FRACTION = 0.2  # collapsed: the statistic below this share of its healthy value
+
+
+def healthy_spread(dim: int) -> float:
+    """The collapse statistic of spread-out ``dim``-dimensional projections: 1/√d."""
+    return dim ** -0.5
+
+
+def is_collapsed(spread: float, dim: int) -> bool:
+    """The one collapse criterion: the training warning and the claims study both use it."""
+    return spread < COLLAPSE_FRACTION * healthy_spread(dim)
+
+
 def method_names() -> list[str]:
     """The modules of this package: every one is a method."""
     return sorted(module.name for module in pkgutil.iter_modules(__path__))
