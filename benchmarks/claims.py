@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol import create_encoder, pretrain, resolve_config
-from byol.config import resolve_device
+from byol import PretrainConfig, create_encoder, pretrain
 from byol.data import load_dataset
-from byol.report import load_run, report
+from byol.device import resolve_device
+from byol.distributed import Process
 from byol.methods import healthy_spread, is_collapsed
-from byol.train import final_evaluation, normalisation
+from byol.monitor import frozen_evaluation
+from byol.report import load_run, report
 
 # One setting changed per run; everything else is the baseline: BYOL with the CPU preset
 # (batch 256).  The batch-size claims use 64 and 512.
@@ -96,10 +97,10 @@ def write_subset(path: Path, n: int, seed: int) -> None:
 def random_init_scores(config, device) -> dict:
     """k-NN and linear probe of an untrained encoder on the same data: what 'fails' is measured against."""
     dataset = load_dataset(config.data)
-    mean, std = normalisation(config, dataset, 1)
+    mean, std = dataset.normalisation(config.mean, config.std)
     torch.manual_seed(config.seed)
     encoder = create_encoder(config.arch, 1, config.small_stem, 28).to(device)
-    return final_evaluation(encoder, dataset, mean, std, 28, config, device)
+    return frozen_evaluation(encoder, dataset, mean, std, config, 28, device, Process(), probe=True)
 
 
 def verdict(claim: Claim, linear: dict, collapsed: dict, random_linear: float, margin: float) -> tuple[str, str]:
@@ -175,10 +176,10 @@ def main() -> None:
             print(f"claims: {name}: done before, reused")
             continue
         print(f"claims: {name}: {change or 'baseline'}", flush=True)
-        pretrain(resolve_config(overrides={**base, **change, "out": str(run), "overwrite": True}))
+        pretrain(**base, **change, out=str(run), overwrite=True)
 
     device = resolve_device(args.device)
-    reference = random_init_scores(resolve_config(overrides=base), device)
+    reference = random_init_scores(PretrainConfig.create(**base), device)
     runs = {name: load_run(out / name) for name in STUDY}
     linear = {name: 100 * run.results["linear_top1"] for name, run in runs.items()}
     knn = {name: 100 * run.results["knn_top1"] for name, run in runs.items()}

@@ -1,9 +1,17 @@
+"""Fixtures and helpers shared by the tests: data written in the real on-disk formats, tiny
+pre-training settings, and the command-line checks."""
+import csv
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+RNG = np.random.default_rng(0)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -33,6 +41,64 @@ def tiny_idx(tmp_path) -> Path:
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
     return folder
+
+
+def tiny_settings(data, out, **overrides) -> dict:
+    """Pre-training settings that run in seconds on ``tiny_idx``."""
+    values = dict(data=str(data), out=str(out), epochs=2, batch_size=32, hidden_dim=32, projection_dim=16,
+                  knn_every=1, knn_k=20, log_every=5, warmup_epochs=0.5)
+    values.update(overrides)
+    return values
+
+
+def save(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def write_csv(path: Path, rows, header=("image", "label")) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def small_class_folder(root: Path, n_per_class: int = 6, side: int = 20) -> Path:
+    """train/ and test/ with three class folders; each class has its own dominant channel."""
+    for split in ("train", "test"):
+        for label, name in enumerate(("a", "b", "c")):
+            for i in range(n_per_class):
+                pixels = RNG.integers(0, 256, (side, side + 4, 3), dtype=np.uint8)
+                pixels[:, :, label] = 255 - 20 * i
+                save(root / split / name / f"{i}.png", pixels)
+    return root
+
+
+def graded_folder(root: Path, n: int = 24, grades=(0, 1, 2)) -> list[tuple[str, int]]:
+    """``root/images/NNN.png`` whose brightness is its grade; returns the (image, grade) rows."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        grade = grades[i % len(grades)]
+        Image.fromarray(np.full((20, 20, 3), 40 + 80 * grade, np.uint8)).save(root / "images" / f"{i:03d}.png")
+        rows.append((f"images/{i:03d}.png", grade))
+    return rows
+
+
+def run_cli(*args, cwd=None, env=None, timeout=300):
+    """``python -m byol ARGS`` in a subprocess (mark the test ``slow``)."""
+    return subprocess.run([sys.executable, "-m", "byol", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    """Exit status 2, one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
     for fragment in ("images/s", "augmentation (2 views)", "forward + backward + optimizer", "EMA update",
                      "GFLOP per source image", "FLOP utilisation", "peak memory"):
         assert fragment in out, fragment
-    result = bench("narrow_resnet", 16, 8, 1, steps=2, warmup=1, repeats=1, device="cpu", hidden_dim=32,
-                   peak_tflops=1.0)
+    result = bench(arch="narrow_resnet", image_size=16, batch_size=8, channels=1, steps=2, warmup=1, repeats=1,
+                   device="cpu", hidden_dim=32, peak_tflops=1.0)
     assert result.images_per_s == pytest.approx(8000 / result.step_ms)
     assert 0 < result.utilisation == pytest.approx(result.tflops / 1.0)
     # counted work: 2 views x (online forward + backward ~ 3x forward, plus the target forward) of the encoder
@@ -28,8 +28,10 @@ def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
 
 
 def test_bench_rejects_nonsense():
-    with pytest.raises(Exception, match="positive"):
-        bench("narrow_resnet", 16, 8, 1, steps=0, device="cpu")
+    from byol.errors import UserError
+
+    with pytest.raises(UserError, match="steps must be positive"):
+        bench(arch="narrow_resnet", steps=0, device="cpu")
 
 
 def test_compiled_and_eager_steps_agree_on_cpu():

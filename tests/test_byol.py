@@ -200,20 +200,19 @@ def test_head_norm_switch_changes_every_head(norm, layers):
 
 
 def test_method_switch_builds_the_named_method(tmp_path):
-    from byol import SimCLR, resolve_config
-    from byol.config import UserError
+    from byol import PretrainConfig, SimCLR
+    from byol.errors import UserError, command_line
     from byol.train import build_model
 
-    config = resolve_config(overrides={"method": "simclr", "hidden_dim": 32, "projection_dim": 16})
+    config = PretrainConfig(method="simclr", hidden_dim=32, projection_dim=16)
     assert isinstance(build_model(config, 1, 28), SimCLR)
-    config = resolve_config(overrides={"predictor": False, "target_momentum": 1.0, "head_norm": "none",
-                                       "hidden_dim": 32, "projection_dim": 16})
+    config = PretrainConfig(predictor=False, target_momentum=1.0, head_norm="none", hidden_dim=32, projection_dim=16)
     model = build_model(config, 1, 28)
     assert isinstance(model, BYOL) and model.fixed_target_momentum == 1.0
     assert isinstance(model.predictor, nn.Identity) and not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
-    with pytest.raises(UserError, match="--method must be one of byol, simclr, got 'moco'"):
-        resolve_config(overrides={"method": "moco"})
-    with pytest.raises(UserError, match="--no-predictor and --target-momentum are BYOL ablations; --method simclr"):
-        resolve_config(overrides={"method": "simclr", "target_momentum": 0.5})
-    with pytest.raises(UserError, match="--head-norm must be one of batchnorm, layernorm, none"):
-        resolve_config(overrides={"head_norm": "groupnorm"})
+    with pytest.raises(UserError, match="method must be one of byol, simclr, got 'moco'"):
+        PretrainConfig(method="moco")
+    with pytest.raises(UserError, match="method simclr: target_momentum and turning off predictor are BYOL ablations"):
+        PretrainConfig(method="simclr", target_momentum=0.5)
+    with command_line(), pytest.raises(UserError, match="--head-norm must be one of batchnorm, layernorm, none"):
+        PretrainConfig.create(head_norm="groupnorm")  # the same check, naming the flag on the command line

@@ -1,25 +1,11 @@
-import subprocess
-import sys
-
 import pytest
 
 from byol import data
 from byol.cli import main
+from conftest import assert_one_line_error, run_cli
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "byol", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
+@pytest.mark.slow
 def test_tiny_cli_run_end_to_end(tiny_idx, tmp_path):
     run = tmp_path / "cli-run"
     result = run_cli("pretrain", "--data", str(tiny_idx), "--out", str(run), "--epochs", "1", "--batch-size", "32",
@@ -30,6 +16,7 @@ def test_tiny_cli_run_end_to_end(tiny_idx, tmp_path):
         assert (run / name).is_file(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragments", [
     (["pretrain", "--epochs", "ten"], ["epochs", "int"]),
     (["pretrain", "--batch-size", "1"], ["batch-size"]),
@@ -38,6 +25,7 @@ def test_tiny_cli_run_end_to_end(tiny_idx, tmp_path):
     (["pretrain", "--data", "/nonexistent/folder"], ["/nonexistent/folder"]),
     (["pretrain", "--config", "/nonexistent.yaml"], ["config file"]),
     (["pretrain", "--resume", "--init-from", "x.safetensors"], ["--resume", "--init-from"]),
+    (["compare", "--protocols", "svm", "--init", "random"], ["--protocols", "svm"]),
     (["launch"], ["invalid choice"]),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(args, fragments, tmp_path):
@@ -45,6 +33,7 @@ def test_bad_arguments_give_one_line_and_exit_2(args, fragments, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing written for a run that never started
 
 
+@pytest.mark.slow
 def test_bad_yaml_and_unknown_setting(tmp_path):
     (tmp_path / "bad.yaml").write_text("epochs: [1,\n")
     assert_one_line_error(run_cli("pretrain", "--config", str(tmp_path / "bad.yaml")), "not valid YAML")
@@ -59,6 +48,7 @@ def test_missing_default_dataset_says_how_to_get_it(monkeypatch, tmp_path, capsy
     assert "apt-get install dataset-fashion-mnist" in message and "--data" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     assert_one_line_error(run_cli("pretrain", "--out", str(tmp_path / "empty"), "--resume"), "no checkpoint")
 
@@ -66,12 +56,12 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 def test_shipped_configs_resolve():
     from pathlib import Path
 
-    from byol import resolve_config
+    from byol import PretrainConfig
 
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
-        config = resolve_config(path)
+        config = PretrainConfig.create(path)
         assert config.arch in ("resnet18", "resnet50") and config.optimizer == "lars", path
 
 
@@ -92,18 +82,19 @@ def test_eval_loads_a_torchvision_state_dict_for_gray_images(tmp_path):
     import torch
     import torchvision
 
-    from byol.config import UserError
-    from byol.evaluate import resolve_encoder
+    from byol.errors import UserError
+    from byol.weights import load_weights
 
     reference = torchvision.models.resnet18().state_dict()
     torch.save(reference, tmp_path / "resnet18.pth")  # as a user's own downloaded weights file would be
-    encoder = resolve_encoder(str(tmp_path / "resnet18.pth"), "resnet18", in_channels=1, image_size=224)
+    encoder = load_weights(str(tmp_path / "resnet18.pth"), "resnet18", in_channels=1, image_size=224)
     assert torch.equal(encoder.conv1.weight, reference["conv1.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(encoder.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
-    with pytest.raises(UserError, match="does not fit --arch resnet50"):
-        resolve_encoder(str(tmp_path / "resnet18.pth"), "resnet50", in_channels=3, image_size=224)
+    with pytest.raises(UserError, match="does not fit arch resnet50"):
+        load_weights(str(tmp_path / "resnet18.pth"), "resnet50", in_channels=3, image_size=224)
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line(tiny_idx, tmp_path):
     assert_one_line_error(run_cli("eval", "knn", "--init", str(tmp_path / "nothing"), "--data", str(tiny_idx)),
                           "no weights file")

@@ -9,9 +9,7 @@ import torch
 from PIL import Image
 
 from byol.data import DataError, detect_format, load_dataset, read_idx
-from conftest import write_idx
-
-RNG = np.random.default_rng(0)
+from conftest import RNG, save, small_class_folder, write_csv, write_idx
 
 
 def test_idx_plain_and_gz_keep_pixels_labels_and_order(tmp_path):
@@ -110,9 +108,6 @@ def test_medmnist_npz(tmp_path):
     assert torch.equal(dataset.train.images, torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy()))
 
 
-def save(path, array, mode=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
 
 
 def test_class_subfolders_with_train_and_test(tmp_path):
@@ -197,11 +192,6 @@ def test_grayscale_folder_stays_one_channel(tmp_path):
     assert load_dataset(tmp_path, image_size=12).train.images.shape == (3, 1, 12, 12)
 
 
-def write_csv(path, rows):
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label"])
-        writer.writerows(rows)
 
 
 def test_csv_next_to_an_image_folder(tmp_path):
@@ -245,14 +235,6 @@ def test_reading_writes_nothing_into_the_data_folder(tmp_path):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir()) == before
 
 
-def small_class_folder(root, n_per_class=6, side=20):
-    for split in ("train", "test"):
-        for label, name in enumerate(("a", "b", "c")):
-            for i in range(n_per_class):
-                pixels = RNG.integers(0, 256, (side, side + 4, 3), dtype=np.uint8)
-                pixels[:, :, label] = 255 - 20 * i  # each class its own dominant channel
-                save(root / split / name / f"{i}.png", pixels)
-    return root
 
 
 def test_streamed_and_in_memory_paths_give_the_same_images(tmp_path):

@@ -4,8 +4,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
-from byol.evaluate import knn_accuracy, label_split, linear_probe, stratified_split
+from byol.frozen import knn_accuracy, linear_probe
 from byol.metrics import classification_metrics, quadratic_weighted_kappa
+from byol.splits import label_split, stratified_split
+from conftest import write_idx
 
 
 def test_quadratic_weighted_kappa_matches_scikit_learn():
@@ -52,16 +54,14 @@ def test_stratified_split_is_stratified_reproducible_and_disjoint():
 
 
 def test_random_init_baseline_is_reproducible_from_the_seed(tmp_path):
-    from byol.evaluate import EvalSettings, run_evaluation
-    from conftest import write_idx
+    from byol import evaluate
 
     rng = np.random.default_rng(0)  # noise images, random labels: the vote depends on the encoder's weights
     for prefix, n in (("train", 200), ("t10k", 100)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 12, 12)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 5, n))
-    runs = [run_evaluation(["random"], ["knn"], EvalSettings(data=str(tmp_path), knn_k=10, seed=seed,
-                                                             out=str(tmp_path / "out")), "eval")[0]["confusion_matrix"]
-            for seed in (1, 1, 2)]
+    runs = [evaluate("random", data=str(tmp_path), protocols=["knn"], knn_k=10, seed=seed,
+                     out=str(tmp_path / "out"))[0]["confusion_matrix"] for seed in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
@@ -95,7 +95,7 @@ def test_probe_selects_its_l2_by_the_chosen_metric_on_the_given_validation_split
 
 
 def fit_and_predict(features, labels, val_index, weight_decay):
-    from byol.evaluate import fit_logistic_regression, standardise
+    from byol.frozen import fit_logistic_regression, standardise
 
     features = standardise(features.float())[0]
     fit = torch.arange(len(labels))[~torch.isin(torch.arange(len(labels)), val_index)]

@@ -9,8 +9,7 @@ from byol import create_encoder
 from byol.cli import main
 from byol.data import ImageSet, load_dataset
 from byol.finetune import FinetuneSettings, class_weights, epoch_order, finetune
-from test_cli import assert_one_line_error, run_cli
-from test_data import write_csv
+from conftest import assert_one_line_error, graded_folder, run_cli, write_csv
 
 
 def test_class_weights_and_the_balanced_sampler():
@@ -36,7 +35,7 @@ def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):
     mean, std = dataset.channel_stats()
     encoder = create_encoder("narrow_resnet", 1, None, 16)
     result = finetune(encoder, train, val, 2, mean, std, 16, torch.device("cpu"),
-                      FinetuneSettings(epochs=8, batch_size=64, base_lr=0.2), progress=False)
+                      FinetuneSettings(epochs=8, batch_size=64, lr=0.2), progress=False)
     assert result.val_score == max(h["top1"] for h in result.history)
     assert result.history[result.best_epoch]["top1"] == result.val_score and result.best_epoch > 0
     assert result.val_score > 0.9  # easy once the whole network trains
@@ -49,11 +48,12 @@ def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     # lr 0: weights never change (BatchNorm running statistics do, but not the scores once settled)
     result = finetune(encoder, train, val, 4, mean, std, 16, torch.device("cpu"),
-                      FinetuneSettings(epochs=20, patience=2, batch_size=64, base_lr=0.0), progress=False)
+                      FinetuneSettings(epochs=20, patience=2, batch_size=64, lr=0.0), progress=False)
     assert result.epochs_run < 20 and result.epochs_run == result.best_epoch + 2
     assert torch.equal(result.model[0].conv1.weight, before["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_idx, tmp_path):
     args = ["finetune", "--init", "random", "--data", str(tiny_idx), "--label-fraction", "0.25", "--epochs", "2",
             "--batch-size", "32", "--balance", "loss", "--device", "cpu"]
@@ -75,19 +75,20 @@ def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_id
 def test_compare_scores_every_init_on_the_same_split(tiny_idx, tmp_path):
     torch.save(create_encoder("resnet18", 1, False, 16).state_dict(), tmp_path / "imagenet-style.pth")
     assert main(["compare", "--init", "random", "--init", "pixels", "--init", str(tmp_path / "imagenet-style.pth"),
-                 "--data", str(tiny_idx), "--arch", "resnet18", "--methods", "knn", "linear", "--knn-k", "10",
+                 "--data", str(tiny_idx), "--arch", "resnet18", "--protocols", "knn", "linear", "--knn-k", "10",
                  "--label-fraction", "0.5", "1",
                  "--out", str(tmp_path / "cmp"), "--device", "cpu"]) == 0
     with (tmp_path / "cmp" / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["init"][-3:], r["method"], r["label_fraction"]) for r in rows] == [
-        (init, method, fraction) for init in ("dom", "els", "pth") for fraction in ("0.5", "1.0")
-        for method in ("knn", "linear")]
+    assert [(r["init"][-3:], r["protocol"], r["label_fraction"]) for r in rows] == [
+        (init, protocol, fraction) for init in ("dom", "els", "pth") for fraction in ("0.5", "1.0")
+        for protocol in ("knn", "linear")]
     assert {r["labels"] for r in rows if r["label_fraction"] == "0.5"} == {"160"}
-    pixel_knn = next(r for r in rows if r["init"] == "pixels" and r["method"] == "knn" and r["label_fraction"] == "1.0")
+    pixel_knn = next(r for r in rows if r["init"] == "pixels" and r["protocol"] == "knn" and r["label_fraction"] == "1.0")
     assert float(pixel_knn["top1"]) > 0.95  # the corner squares are plain in the pixels
 
 
+@pytest.mark.slow
 def test_compare_checks_every_init_before_running_any(tiny_idx, tmp_path):
     result = run_cli("compare", "--init", "random", "--init", str(tmp_path / "missing.safetensors"),
                      "--data", str(tiny_idx), "--out", str(tmp_path / "cmp"))
@@ -95,18 +96,11 @@ def test_compare_checks_every_init_before_running_any(tiny_idx, tmp_path):
     assert not (tmp_path / "cmp").exists()
 
 
-def _graded_folder(root, n=24, grades=(0, 1, 2)):
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        grade = grades[i % len(grades)]
-        Image.fromarray(np.full((20, 20, 3), 40 + 80 * grade, np.uint8)).save(root / "images" / f"{i:03d}.png")
-        rows.append((f"images/{i:03d}.png", grade))
-    return rows
 
 
+@pytest.mark.slow
 def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
-    rows = _graded_folder(tmp_path)
+    rows = graded_folder(tmp_path)
     write_csv(tmp_path / "grades.csv", rows)
     result = run_cli("eval", "linear", "--init", "random", "--data", str(tmp_path / "grades.csv"), "--ordinal",
                      "--image-size", "16", "--test-fraction", "0.25", "--out", str(tmp_path / "out"))
@@ -117,8 +111,9 @@ def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
     assert sum(r["role"] == "test" for r in saved) == 6 and saved[0]["image"] == "images/000.png"
 
 
+@pytest.mark.slow
 def test_csv_label_errors_are_clear(tmp_path):
-    rows = _graded_folder(tmp_path)
+    rows = graded_folder(tmp_path)
     write_csv(tmp_path / "train.csv", rows)
     write_csv(tmp_path / "test.csv", [("images/000.png", 0), ("images/001.png", 7)])
     assert_one_line_error(run_cli("eval", "knn", "--init", "random", "--data", str(tmp_path / "train.csv"),
@@ -128,8 +123,9 @@ def test_csv_label_errors_are_clear(tmp_path):
                           "row 3", "no label")
 
 
+@pytest.mark.slow
 def test_embed_writes_features_and_the_image_list(tmp_path):
-    _graded_folder(tmp_path / "data")
+    graded_folder(tmp_path / "data")
     assert main(["embed", "--init", "random", "--data", str(tmp_path / "data" / "images"), "--image-size", "16",
                  "--out", str(tmp_path / "features.npy")]) == 0
     features = np.load(tmp_path / "features.npy")

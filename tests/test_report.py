@@ -7,7 +7,7 @@ import pytest
 from byol import pretrain
 from byol.cli import main
 from byol.report import report
-from test_train import tiny_config
+from conftest import tiny_settings
 
 
 class Page(HTMLParser):
@@ -34,8 +34,8 @@ class Page(HTMLParser):
 @pytest.fixture
 def two_runs(tiny_idx, tmp_path):
     runs = [tmp_path / "byol-run", tmp_path / "simclr-run"]
-    pretrain(tiny_config(tiny_idx, runs[0], linear_probe=False))
-    pretrain(tiny_config(tiny_idx, runs[1], method="simclr", linear_probe=False))
+    pretrain(**tiny_settings(tiny_idx, runs[0], linear_probe=False))
+    pretrain(**tiny_settings(tiny_idx, runs[1], method="simclr", linear_probe=False))
     return runs
 
 

@@ -18,7 +18,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import byol_views
-from .config import PretrainConfig, UserError, resolve_device
+from .config import PretrainConfig
+from .device import resolve_device, synchronize
+from .settings import Settings, option, require
 from .train import build_model, build_optimizer, optimizer_step, two_views
 
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), for the utilisation column.
@@ -27,7 +29,32 @@ PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 
 
 
 @dataclass
+class BenchConfig(Settings):
+    """Settings of ``byol bench``."""
+
+    arch: str = option("resnet18", "encoder to time")
+    image_size: int = option(32, "side of the views")
+    batch_size: int = option(512, "images per step (each gives two views)")
+    channels: int = option(3, "image channels")
+    hidden_dim: int = option(4096, "projector / predictor hidden width")
+    steps: int = option(20, "timed steps per repeat")
+    warmup: int = option(5, "untimed steps first")
+    repeats: int = option(3, "timed repeats; the median is reported")
+    device: str = option("auto", "cuda, cpu or auto (cuda when available)")
+    compile: bool = option(False, "torch.compile the model first")
+    peak_tflops: float | None = option(None, "the device's peak TFLOP/s, for the utilisation column (known for "
+                                       "H100/H200/A100)")
+
+    def check(self) -> None:
+        for name in ("steps", "repeats", "channels"):
+            require(getattr(self, name) >= 1, name, f"must be positive, got {getattr(self, name)}")
+        require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        require(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
+
+
+@dataclass
 class BenchResult:
+    config: BenchConfig
     images_per_s: float           # source images per second, whole steps, median over repeats
     step_ms: float
     augment_ms: float
@@ -39,11 +66,6 @@ class BenchResult:
     peak_memory_gib: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_tflops(device: torch.device, given: float | None) -> float | None:
     if given:
         return given
@@ -53,14 +75,13 @@ def _peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
-def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, channels: int = 3,
-          steps: int = 20, warmup: int = 5, repeats: int = 3, device: str = "auto", compile: bool = False,
-          hidden_dim: int = 4096, peak_tflops: float | None = None) -> BenchResult:
-    """Time BYOL pre-training steps of ``arch`` at ``image_size`` and ``batch_size``."""
-    if steps < 1 or warmup < 0 or repeats < 1 or batch_size < 2:
-        raise UserError("--steps, --repeats and --batch-size must be positive (--batch-size at least 2)")
-    target_device = resolve_device(device)
-    config = PretrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, hidden_dim=hidden_dim,
+def bench(**settings) -> BenchResult:
+    """Time BYOL pre-training steps (``BenchConfig``'s settings: ``arch``, ``image_size``, ...)."""
+    settings = BenchConfig.create(**settings)
+    arch, image_size, batch_size, channels = settings.arch, settings.image_size, settings.batch_size, settings.channels
+    steps, warmup, repeats, compile = settings.steps, settings.warmup, settings.repeats, settings.compile
+    target_device = resolve_device(settings.device)
+    config = PretrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, hidden_dim=settings.hidden_dim,
                             compile=compile)
     torch.manual_seed(0)
     model = build_model(config, channels, image_size).to(target_device).to(memory_format=torch.channels_last)
@@ -72,7 +93,6 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
     mean = torch.full((channels,), 0.5, device=target_device)
     std = torch.full((channels,), 0.25, device=target_device)
     views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
-    autocast = torch.autocast(target_device.type, dtype=torch.bfloat16, enabled=target_device.type == "cuda")
     total = 10 ** 6
 
     # The training loop's own pieces (train.py), so the bench times exactly its step.
@@ -80,7 +100,7 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
         return two_views(images, views, image_size, mean, std, generator)
 
     def update(v1, v2):
-        return optimizer_step(step_model, optimizer, v1, v2, autocast)
+        return optimizer_step(step_model, optimizer, v1, v2, target_device)
 
     def whole_step(step: int):
         update(*make_views())
@@ -88,31 +108,31 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
 
     for step in range(warmup):
         whole_step(step)
-    _sync(target_device)
+    synchronize(target_device)
     if target_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target_device)
 
     step_times = []
     for _ in range(repeats):
-        _sync(target_device)
+        synchronize(target_device)
         start = time.perf_counter()
         for step in range(steps):
             whole_step(step)
-        _sync(target_device)
+        synchronize(target_device)
         step_times.append((time.perf_counter() - start) / steps)
 
     parts = {"augment": [], "update": [], "ema": []}
     for step in range(steps):
-        _sync(target_device)
+        synchronize(target_device)
         t0 = time.perf_counter()
         v1, v2 = make_views()
-        _sync(target_device)
+        synchronize(target_device)
         t1 = time.perf_counter()
         update(v1, v2)
-        _sync(target_device)
+        synchronize(target_device)
         t2 = time.perf_counter()
         model.update_target(step, total)
-        _sync(target_device)
+        synchronize(target_device)
         t3 = time.perf_counter()
         for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
             parts[name].append(value)
@@ -122,16 +142,17 @@ def bench(arch: str = "resnet18", image_size: int = 32, batch_size: int = 512, c
     flops = counter.get_total_flops()
     step_s = statistics.median(step_times)
     achieved = flops / step_s / 1e12
-    peak = _peak_tflops(target_device, peak_tflops)
+    peak = _peak_tflops(target_device, settings.peak_tflops)
     if target_device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(target_device) / 2 ** 30
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB → GiB (process peak RSS)
-    return BenchResult(batch_size / step_s, 1000 * step_s, *(1000 * statistics.median(parts[k]) for k in parts),
+    return BenchResult(settings, batch_size / step_s, 1000 * step_s, *(1000 * statistics.median(parts[k]) for k in parts),
                        flops / batch_size / 1e9, achieved, achieved / peak if peak else None, memory)
 
 
-def print_bench(result: BenchResult, arch: str, image_size: int, batch_size: int, device: str, compile: bool) -> None:
+def print_bench(result: BenchResult) -> None:
+    config = result.config
     parts_ms = result.augment_ms + result.update_ms + result.ema_ms
     rows = [
         ("images/s (whole steps, median)", f"{result.images_per_s:,.0f}"),
@@ -145,7 +166,8 @@ def print_bench(result: BenchResult, arch: str, image_size: int, batch_size: int
          else f"{100 * result.utilisation:.1f} % of peak"),
         ("peak memory", f"{result.peak_memory_gib:.2f} GiB"),
     ]
-    print(f"byol bench: {arch}, {image_size} px, batch {batch_size}, {device}{', compiled' if compile else ''}")
+    print(f"byol bench: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.device}"
+          f"{', compiled' if config.compile else ''}")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
-from .config import UserError
+from .errors import UserError
 
 # Its replacement (_functional_collectives) is private and has no autograd; this one does.
 warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_reduce is deprecated")

@@ -20,12 +20,33 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, resolve_device
+from .backbones import load_encoder
+from .config import RESUMABLE_OPTIONS, PretrainConfig
+from .data import load_dataset
+from .device import resolve_device
+from .errors import UserError
+from .frozen import extract_features
 from .methods import healthy_spread
+from .settings import Settings, option, require
 
 # Settings that say where a run is or how it was launched, not what it learned: those a
 # resume may change, and how the images were read.
 NOT_COMPARED = RESUMABLE_OPTIONS | {"strict", "stream"}
+
+
+@dataclass
+class ReportConfig(Settings):
+    """Settings of ``byol report``."""
+
+    run_dirs: tuple[str, ...] = option((), "run directories of byol pretrain", positional=True, metavar="RUN_DIR")
+    out: str | None = option(None, "folder for report.html and the PNGs; default: RUN_DIR/report for one run, "
+                             "./byol-report for several")
+    map_images: int = option(2000, "test images in each t-SNE map; 0 skips the maps (they need the dataset and "
+                             "take ~20 s per run on a CPU)")
+    device: str = option("auto", "where the test images are embedded: cuda, cpu or auto")
+
+    def check(self) -> None:
+        require(self.map_images >= 0, "map_images", f"must be >= 0, got {self.map_images}")
 
 
 @dataclass
@@ -48,8 +69,7 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{path} is not a byol run directory (no metrics.csv / config.yaml); give the --out "
                         "folder of a byol pretrain run")
     saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    config = PretrainConfig(**{k: v for k, v in saved.items() if k in known})
+    config = PretrainConfig.create(**{k: v for k, v in saved.items() if k in PretrainConfig.names()})
     with (path / "metrics.csv").open(newline="") as handle:
         metrics = list(csv.DictReader(handle))
     results_file = path / "results.json"
@@ -101,16 +121,11 @@ def _line_figure(plt, runs: list[Run], panels: list[tuple[str, str, str, str]], 
 def embed_test_images(run: Run, images: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
     """Features of up to ``images`` test images (the training images when there is no test
     split), a seeded random sample; their labels (or None) and the class names."""
-    from .backbones import load_encoder
-    from .data import load_dataset
-    from .evaluate import extract_features
-    from .train import normalisation
-
     config = run.config
     dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict, config.stream)
     images_set = dataset.test if dataset.test is not None else dataset.train
-    channels, height, _ = images_set.image_shape
-    mean, std = normalisation(config, dataset, channels)
+    height = images_set.image_shape[1]
+    mean, std = dataset.normalisation(config.mean, config.std)
     index = torch.randperm(len(images_set), generator=torch.Generator().manual_seed(config.seed))[:images]
     sample = images_set.subset(index.sort().values)
     encoder = load_encoder(run.path / "encoder.safetensors").to(device)
@@ -223,15 +238,18 @@ over a batch; 0 means collapsed, about 1/&radic;d is healthy.</p>
     path.write_text(page)
 
 
-def report(run_dirs: list[str], out: str | None = None, map_images: int = 2000, device: str = "auto") -> Path:
+def report(run_dirs, **settings) -> Path:
     """Write report.html and the figures for ``run_dirs`` into ``out`` (default: RUN_DIR/report
     for one run, ./byol-report for several); returns the HTML file."""
-    runs = [load_run(path) for path in run_dirs]
+    config = ReportConfig.create(run_dirs=run_dirs, **settings)
+    require(len(config.run_dirs) >= 1, "run_dirs", "needs at least one run directory")
+    out, map_images = config.out, config.map_images
+    runs = [load_run(path) for path in config.run_dirs]
     _unique_names(runs)
     plt = _pyplot()
     out_dir = Path(out) if out else (runs[0].path / "report" if len(runs) == 1 else Path("byol-report"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(device)
+    device = resolve_device(config.device)
     healthy = sorted({healthy_spread(run.config.projection_dim) for run in runs})
     figures = [
         ("Training loss (mean over the epoch's last logging window)",

@@ -1,79 +1,58 @@
 """The pre-training loop: data → two views → the method's loss → optimizer step → EMA → monitor.
 
-``pretrain(config)`` is what ``byol pretrain`` calls.  The run directory it writes:
-
-    config.yaml            the effective settings (defaults < YAML < flags)
-    metrics.csv            one row per epoch: loss, lr, τ, images/s, data wait, k-NN accuracy
-    tensorboard/           per-step scalars, when TensorBoard is installed
-    checkpoints/last.pt    everything needed to resume, rewritten every epoch
-    encoder.safetensors    the online encoder, loadable with ``byol.load_encoder``
-    results.json           final k-NN and linear-probe accuracy, versions, git commit
+``pretrain(data, **settings)`` sets a run up, calls ``train_one_epoch`` for each epoch,
+and ends with the final evaluation; ``byol pretrain`` is a thin call into it.  What the
+run writes, and how a resume reads it back, is ``rundir.py``.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
-from tqdm import tqdm
 
 from .augment import augment, byol_views
-from .backbones import ARCHITECTURES, create_encoder, load_encoder, save_encoder
-from .config import RESUMABLE_OPTIONS, PretrainConfig, UserError, first_line, resolve_device, save_config
-from .data import Dataset, ImageSet, load_dataset
-from .distributed import Process, gather_rows, init_process, local_rows, shard, sync_batchnorm
-from .evaluate import extract_features, knn_accuracy, linear_probe
-from .methods import collapse_statistic, create_method, healthy_spread, is_collapsed
+from .backbones import ARCHITECTURES, create_encoder
+from .config import RESUMABLE_OPTIONS, PretrainConfig
+from .data import DataSplits, ImageSet, as_splits
+from .device import autocast, fits_on_device, resolve_device
+from .distributed import Process, init_process, shard, sync_batchnorm
+from .errors import UserError, setting
+from .meter import StepMeter
+from .methods import create_method
+from .methods.byol import target_momentum
+from .monitor import frozen_evaluation, knn_monitor, projection_spread, warn_if_collapsed
 from .optim import create_optimizer, learning_rate, parameter_groups
-
-METRIC_COLUMNS = ["epoch", "step", "loss", "lr", "target_momentum", "collapse_std", "images_per_s", "data_wait_s",
-                  "elapsed_s", "knn_top1"]
-
-
-def check_run_dir(config: PretrainConfig) -> Path:
-    """Refuse to clobber an existing run unless told to; creates nothing."""
-    run_dir = Path(config.out)
-    if config.resume:
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"--resume: no checkpoint at {run_dir}/checkpoints/last.pt; start a new run without --resume")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not config.overwrite:
-        raise UserError(f"run directory {run_dir} is not empty; use --resume to continue it, "
-                        "--overwrite to replace it, or --out for a new one")
-    return run_dir
+from .rundir import MetricsLog, RunDir, git_commit
+from .settings import load_yaml
+from .weights import load_weights
 
 
-def create_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+@dataclasses.dataclass
+class PretrainResult:
+    """What ``pretrain`` returns: the trained encoder and where everything about it is."""
 
-
-def resume_config(config: PretrainConfig, given: set[str]) -> PretrainConfig:
-    """The saved config of the run in ``config.out``, with the few options a resume may change."""
-    saved = yaml.safe_load((Path(config.out) / "config.yaml").read_text())
-    changed = sorted(name for name in given - RESUMABLE_OPTIONS if getattr(config, name) != saved.get(name))
-    if changed:
-        raise UserError(f"--resume continues the run as configured; these options differ from its config.yaml: "
-                        f"{', '.join(changed)} (start a new run with --out, or --init-from its encoder)")
-    saved.update({name: getattr(config, name) for name in RESUMABLE_OPTIONS})
-    return PretrainConfig(**saved)
+    encoder: torch.nn.Module | None  # the online encoder f_θ (None when stopped before the last epoch)
+    results: dict                    # final k-NN / linear-probe accuracy and run facts (results.json)
+    metrics: list[dict]              # one row per epoch (metrics.csv)
+    run_dir: Path
+    config: PretrainConfig
 
 
 def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> torch.nn.Module:
-    """The encoder inside the heads and loss of ``config.method`` (``byol.methods``)."""
+    """The encoder (random, or the weights ``init_from`` names) inside the heads and loss of
+    ``config.method`` (``byol.methods``)."""
     if config.arch not in ARCHITECTURES:
-        raise UserError(f"--arch '{config.arch}' is not known; choose one of: {', '.join(ARCHITECTURES)}")
-    encoder = create_encoder(config.arch, in_channels, config.small_stem, image_size)
+        raise UserError(f"{setting('arch')} '{config.arch}' is not known; choose one of: {', '.join(ARCHITECTURES)}")
     if config.init_from:
-        encoder = _init_encoder(config.init_from, encoder)
+        encoder = load_weights(config.init_from, config.arch, in_channels, image_size, config.small_stem, "init_from")
+        expected = create_encoder(config.arch, in_channels, config.small_stem, image_size).encoder_config
+        if getattr(encoder, "encoder_config", expected) != expected:
+            raise UserError(f"{setting('init_from')} {config.init_from} holds {encoder.encoder_config}, but this run "
+                            f"builds {expected}; match {setting('arch')}/{setting('small_stem')}/{setting('image_size')}")
+    else:
+        encoder = create_encoder(config.arch, in_channels, config.small_stem, image_size)
     return create_method(config.method, encoder, encoder.num_features, config)
 
 
@@ -90,9 +69,9 @@ def two_views(batch: torch.Tensor, views, image_size: int, mean: torch.Tensor, s
                  for recipe in views)
 
 
-def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Tensor, autocast) -> torch.Tensor:
+def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Tensor, device) -> torch.Tensor:
     """Loss of both views, backward, one optimizer step; returns the loss (not read back)."""
-    with autocast:
+    with autocast(device):
         loss = step_model(view_1, view_2)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -100,306 +79,242 @@ def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Te
     return loss
 
 
-def _init_encoder(path: str, encoder: torch.nn.Module) -> torch.nn.Module:
-    if not Path(path).is_file():
-        raise UserError(f"--init-from {path}: file not found")
-    try:
-        loaded = load_encoder(path)
-    except Exception as error:  # a foreign or damaged file: say which, not where it broke
-        raise UserError(f"--init-from {path}: not a byol encoder file ({first_line(error)})") from None
-    if loaded.encoder_config != encoder.encoder_config:
-        raise UserError(f"--init-from {path} holds {loaded.encoder_config}, but this run builds "
-                        f"{encoder.encoder_config}; match --arch/--small-stem/--image-size")
-    return loaded
+@dataclasses.dataclass
+class Plan:
+    """The run's shape, fixed before the first step: sizes, step counts and the schedules."""
+
+    config: PretrainConfig
+    image_size: int
+    steps_per_epoch: int
+    rank_batch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    @property
+    def peak_lr(self) -> float:
+        return self.config.base_lr * self.config.batch_size / 256  # §3.3: lr = base × global batch / 256
+
+    def lr(self, step: int) -> float:
+        """Warm-up then cosine decay (§3.3)."""
+        return learning_rate(step, self.total_steps, int(self.config.warmup_epochs * self.steps_per_epoch),
+                             self.peak_lr)
+
+    def tau(self, step: int) -> float | None:
+        """Target momentum after ``step`` (§3.2): cosine from τ_base to 1, or the fixed ablation
+        value; None for a method without a target network."""
+        if self.config.method != "byol":
+            return None
+        if self.config.target_momentum is not None:
+            return self.config.target_momentum
+        return target_momentum(step, self.total_steps, self.config.base_target_momentum)
+
+    def data_order(self, epoch: int, n_images: int, process: Process) -> torch.Tensor:
+        """This rank's image indices for ``epoch``: a permutation that depends only on (seed, epoch),
+        so a resumed run sees the same batches; each rank takes its slice of every global batch."""
+        order = torch.randperm(n_images, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        return shard(order, self.config.batch_size, process)
+
+    def augmentation_seed(self, epoch: int, rank: int) -> int:
+        """The augmentation RNG is re-seeded every epoch, per rank: a run resumed at an epoch
+        boundary, with any number of processes, draws what an uninterrupted run draws."""
+        return (self.config.seed * 1_000_003 + epoch) * 4_099 + rank
 
 
-def normalisation(config: PretrainConfig, dataset: Dataset, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """--mean/--std when given (one value per channel), else computed from the training images."""
-    def parse(name: str, given: str) -> torch.Tensor:
-        try:
-            numbers = [float(v) for v in str(given).split(",")]
-        except ValueError:
-            raise UserError(f"--{name} {given}: expected comma-separated numbers, e.g. 0.5,0.5,0.5") from None
-        if len(numbers) != channels or (name == "std" and min(numbers) <= 0):
-            raise UserError(f"--{name} {given}: need {channels} value(s){' > 0' if name == 'std' else ''}, "
-                            f"one per channel of these {channels}-channel images")
-        return torch.tensor(numbers)
-
-    computed = dataset.channel_stats() if config.mean is None or config.std is None else None
-    mean = parse("mean", config.mean) if config.mean is not None else computed[0]
-    std = parse("std", config.std) if config.std is not None else computed[1]
-    return mean, std
-
-
-def fits_on_device(images: torch.Tensor, device: torch.device) -> bool:
-    """CPU: always (the images are already in RAM).  CUDA: when they take at most a quarter
-    of the free GPU memory, leaving the rest to the model and activations."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return images.numel() <= free // 4
-
-
-def git_commit() -> str | None:
-    """The commit of the byol source tree, recorded beside the results (None outside git)."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-class MetricsLog:
-    """metrics.csv (always) and TensorBoard events (when installed), written as training goes."""
-
-    def __init__(self, run_dir: Path, resume: bool):
-        self.path = run_dir / "metrics.csv"
-        if not resume or not self.path.exists():
-            with self.path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(METRIC_COLUMNS)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            self.tensorboard = None
-
-    def scalars(self, step: int, **values: float) -> None:
-        if self.tensorboard:
-            for name, value in values.items():
-                self.tensorboard.add_scalar(name, value, step)
-
-    def epoch(self, row: dict) -> None:
-        with self.path.open("a", newline="") as handle:
-            csv.writer(handle).writerow([row.get(column, "") for column in METRIC_COLUMNS])
-        self.scalars(row["step"], **{f"epoch/{k}": v for k, v in row.items() if isinstance(v, float)})
-
-    def close(self) -> None:
-        if self.tensorboard:
-            self.tensorboard.close()
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, epoch: int, step: int, config: PretrainConfig) -> None:
-    """Written to a temporary file and renamed, so a crash mid-write never loses the last good one.
-    Nothing in it depends on the rank or the number of processes: any of them can resume it."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-             "config": dataclasses.asdict(config)}
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-@torch.no_grad()
-def projection_spread(model: torch.nn.Module, views: torch.Tensor) -> float:
-    """``collapse_statistic`` of the online projections of a batch of views, in eval mode
-    (no BatchNorm statistics change, no RNG is drawn)."""
-    model.eval()
-    spread = collapse_statistic(model.project(views))
+def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, mean, std, generator,
+                    step: int, meter: StepMeter, device: torch.device) -> tuple[int, torch.Tensor]:
+    """One pass over ``batches``; returns the step count after it and the last batch's first view."""
     model.train()
-    return spread
+    for batch in meter.timed(batches):
+        view_1, view_2 = two_views(batch, views, plan.image_size, mean, std, generator)
+        lr, tau = plan.lr(step), plan.tau(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = optimizer_step(step_model, optimizer, view_1, view_2, device)
+        model.update_target(step, plan.total_steps, momentum=tau)  # ξ ← τξ + (1 − τ)θ
+        step += 1
+        meter.update(loss, step, lr, tau)
+    return step, view_1
 
 
-def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
-    """The augmentation RNG is re-seeded every epoch, per rank: a run resumed at an epoch
-    boundary, with any number of processes, draws what an uninterrupted run draws."""
-    return (seed * 1_000_003 + epoch) * 4_099 + rank
 
+def pretrain(data=None, *, config: str | Path | None = None, **settings) -> PretrainResult:
+    """Pre-train an encoder with BYOL (or ``method``) and evaluate it; returns the encoder, the
+    results, the metrics and the run directory (see ``PretrainResult``).
 
-def sharded_features(encoder, images: ImageSet, mean, std, image_size: int, device: torch.device,
-                     process: Process) -> torch.Tensor:
-    """Frozen features of every image; with several processes each embeds 1/N and all gather."""
-    if not process.distributed:
-        return extract_features(encoder, images, mean, std, image_size, device=device)
-    local = extract_features(encoder, images.subset(local_rows(len(images), process)), mean, std, image_size,
-                             device=device)
-    return gather_rows(local, len(images), process)
-
-
-def final_evaluation(encoder, dataset: Dataset, mean, std, image_size: int, config: PretrainConfig,
-                     device: torch.device, probe: bool = True, process: Process = Process()) -> dict:
-    """k-NN (and, with ``probe``, linear-probe) test accuracy on frozen features; {} without
-    labelled splits, and on ranks other than 0.  The k-NN monitor during training is this
-    without the probe.  Features are computed by all ranks together, scored by rank 0."""
-    if not dataset.can_evaluate():
-        return {}
-    labelled = dataset.eval_train
-    train = sharded_features(encoder, labelled, mean, std, image_size, device, process)
-    test = sharded_features(encoder, dataset.test, mean, std, image_size, device, process)
-    if not process.is_main:
-        return {}
-    results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
-                                        config.knn_k, config.knn_temperature)}
-    if probe:
-        result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
-        results.update(linear_top1=result.accuracy, linear_weight_decay=result.weight_decay,
-                       linear_val_top1=result.val_score)
-    return results
-
-
-def pretrain(config: PretrainConfig, given_options: set[str] = frozenset()) -> dict:
-    """Pre-train as ``config`` says (BYOL, or ``config.method``); returns the final evaluation (also in results.json).
-
-    ``given_options`` names the settings the user set explicitly; with ``resume`` they
-    are checked against the run's saved config.  Under ``torchrun`` every process calls
-    this; ``config.batch_size`` is the global batch and only rank 0 writes."""
+    ``data``: a path in any format ``byol pretrain --data`` reads (default: Fashion-MNIST), or
+    images from Python — an array or tensor (N, H, W) / (N, C, H, W) / (N, H, W, C), an
+    (images, labels) pair, or a torch Dataset.  ``config``: a YAML file of settings.
+    ``settings``: fields of ``PretrainConfig`` (``byol pretrain --help`` lists them), e.g.
+    ``epochs=30, out="runs/a"``.  With ``resume=True`` the run in ``out`` continues with its
+    saved settings, which those given here must not contradict.  Under ``torchrun`` every
+    process calls this: ``batch_size`` is the global batch, and only rank 0 writes."""
     started, commit = time.perf_counter(), git_commit()  # the code that starts the run, not what is there at its end
-    run_dir = check_run_dir(config)
-    if config.resume:
-        config = resume_config(config, set(given_options))
-    process, device = init_process(resolve_device(config.device))
+    splits = None
+    if data is not None and not isinstance(data, (str, Path)):
+        splits = as_splits(data)
+        settings["data"] = f"python:{splits.name}"
+    elif data is not None:
+        settings["data"] = str(data)
+    requested = PretrainConfig.create(config, **settings)
+    run = RunDir(requested.out)
+    if requested.resume:
+        run.check_resume()
+        given = set(settings) | (set(load_yaml(config)) if config is not None else set())
+        requested = resumed_config(requested, run, given)
+    else:
+        run.check_new(requested.overwrite)
+    if splits is None and (requested.data or "").startswith("python:"):
+        raise UserError(f"{run.path} was pre-trained on images given from Python: resume it from Python, "
+                        "pretrain(images, resume=True, out=...)")
+    process, device = init_process(resolve_device(requested.device))
     try:
-        return _pretrain(config, run_dir, process, device, started, commit)
+        return _pretrain(requested, run, splits, process, device, started, commit)
     finally:
         if process.distributed:
             torch.distributed.destroy_process_group()
 
 
-def _pretrain(config: PretrainConfig, run_dir: Path, process: Process, device: torch.device, started: float,
-              commit: str | None) -> dict:
-    if config.batch_size % process.world_size:
-        raise UserError(f"--batch-size {config.batch_size} (the global batch) does not split evenly over "
-                        f"{process.world_size} processes; use a multiple of {process.world_size}")
-    dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict, config.stream)
-    train_set = dataset.train
-    n_images, (in_channels, height, width) = len(train_set), train_set.image_shape
-    mean, std = normalisation(config, dataset, in_channels)
-    image_size = config.image_size or height
-    steps_per_epoch = n_images // config.batch_size
-    if steps_per_epoch == 0:
-        raise UserError(f"--batch-size {config.batch_size} is larger than the dataset ({n_images} images)")
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    peak_lr = config.base_lr * config.batch_size / 256  # §3.3: lr = base × global batch / 256
-    rank_batch = config.batch_size // process.world_size
+def resumed_config(requested: PretrainConfig, run: RunDir, given: set[str]) -> PretrainConfig:
+    """The saved config of the run in ``out``, with the few options a resume may change."""
+    saved = PretrainConfig.create(**run.load_config())
+    changed = sorted(name for name in given - RESUMABLE_OPTIONS if getattr(requested, name) != getattr(saved, name))
+    if changed:
+        raise UserError(f"{setting('resume')} continues the run as configured; these settings differ from its "
+                        f"config.yaml: {', '.join(changed)} (start a new run with {setting('out')}, or "
+                        f"{setting('init_from')} its encoder)")
+    return saved.replace(**{name: getattr(requested, name) for name in RESUMABLE_OPTIONS})
 
+
+def make_plan(config: PretrainConfig, dataset: DataSplits, process: Process) -> Plan:
+    if config.batch_size % process.world_size:
+        raise UserError(f"{setting('batch_size')} {config.batch_size} (the global batch) does not split evenly over "
+                        f"{process.world_size} processes; use a multiple of {process.world_size}")
+    n_images, (_, height, _) = len(dataset.train), dataset.train.image_shape
+    if n_images < config.batch_size:
+        raise UserError(f"{setting('batch_size')} {config.batch_size} is larger than the dataset ({n_images} images)")
+    return Plan(config, config.image_size or height, n_images // config.batch_size,
+                config.batch_size // process.world_size)
+
+
+def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, process: Process,
+              device: torch.device, started: float, commit: str | None) -> PretrainResult:
+    dataset = splits or as_splits(config.data, config.dataset, config.image_size, config.strict, config.stream)
+    plan = make_plan(config, dataset, process)
+    mean, std = dataset.normalisation(config.mean, config.std)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, in_channels, image_size).to(device)
+    model = build_model(config, dataset.train.image_shape[0], plan.image_size).to(device)
     if process.distributed and config.sync_bn is not False:
         model = sync_batchnorm(model, device)  # BN over the global batch, in encoder and heads, online and target
-    # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU
-    # (benchmarks/cpu_step.py).
+    # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU (benchmarks/cpu_step.py)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config, peak_lr)
-    start_epoch, step = 0, 0
+    optimizer = build_optimizer(model, config, plan.peak_lr)
+    state = {"epoch": 0, "step": 0, "row": {}}
     if config.resume:
-        checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location=device, weights_only=False)
+        checkpoint = run.load_checkpoint(device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        state = {key: checkpoint[key] for key in state}
     elif process.is_main:  # everything the user gave has been checked: only now touch the disk
-        create_run_dir(run_dir, config.overwrite)
-        save_config(config, run_dir / "config.yaml")
+        run.create(config.overwrite)
+        run.save_config(config.to_dict())
+    log = MetricsLog(run, keep_epochs=state["epoch"]) if process.is_main else None
+    if log and state["epoch"] and not any(r["epoch"] == state["epoch"] for r in log.rows):
+        log.epoch(state["row"])  # the checkpoint's epoch ended, but its row was not written
+    row = train_epochs(model, optimizer, dataset, plan, mean, std, state, run, log, process, device, started)
+    if state["epoch"] < config.epochs:
+        if process.is_main:
+            log.close()
+            print(f"byol: stopped after epoch {state['epoch']} of {config.epochs}; continue with: byol pretrain "
+                  f"--out {run.path} --resume")
+        return PretrainResult(None, {}, log.rows if log else [], run.path, config)
+    results = finish(model.online_encoder, dataset, mean, std, plan, run, log, row, process, device)
+    if process.is_main:
+        results.update(seconds=time.perf_counter() - started, device=str(device), processes=process.world_size,
+                       torch=torch.__version__, git_commit=commit)
+        run.save_results(results)
+        print_results(results, config)
+        log.close()
+    return PretrainResult(model.online_encoder, results, log.rows if log else [], run.path, config)
+
+
+def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, state: dict, run: RunDir,
+                 log: MetricsLog | None, process: Process, device: torch.device, started: float) -> dict:
+    """The epochs from the checkpoint's (``state``, updated as they finish) to the last of this
+    invocation.  Each ends with the collapse statistic, the k-NN monitor when due, a checkpoint
+    holding its metrics row, and the row in metrics.csv.  Returns the last epoch's row."""
+    config = plan.config
     # DDP averages the online network's gradients; the target has none and is updated by the
     # same EMA on every rank, so it stays identical without communication.
     step_model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None) if process.distributed else model
     if config.compile:
         step_model = torch.compile(step_model)
-    generator = torch.Generator(device=device)
-
-    # In memory: the uint8 dataset moves to the device when it fits there, and batches are
+    # In memory: the uint8 images move to the device when they fit there, and batches are
     # gathered and augmented on it.  Streaming: workers decode, the device augments.
-    if train_set.images is not None and fits_on_device(train_set.images, device):
+    train_set = dataset.train
+    if train_set.images is not None and fits_on_device(train_set.images.numel(), device):
         train_set = ImageSet(train_set.images.to(device))
     mean_d, std_d = mean.to(device), std.to(device)
     views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations)
-    log = MetricsLog(run_dir, config.resume) if process.is_main else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
+    generator = torch.Generator(device=device)
+    end = config.epochs if config.stop_after is None else min(config.epochs, state["epoch"] + config.stop_after)
     if process.is_main:
-        print(f"byol: {dataset.name}, {n_images} images {in_channels}x{height}x{width} -> {image_size} px "
-              f"({'in memory' if train_set.images is not None else 'streamed from disk'}), "
-              f"{config.method} {config.arch} on {device}" + (f" x {process.world_size} processes" if process.distributed else "") +
-              f", {config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}, "
-              f"peak lr {peak_lr:.3g}; run directory {run_dir}")
-
-    tau = None  # τ of the last EMA update; stays None for a method without a target
-    for epoch in range(start_epoch, end_epoch):
-        model.train()
-        # The data order of an epoch depends only on (seed, epoch): a resumed run sees the same
-        # batches; each rank takes its slice of every global batch.
-        order = torch.randperm(n_images, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-        order = shard(order, config.batch_size, process)
-        generator.manual_seed(augmentation_seed(config.seed, epoch, process.rank))
-        epoch_start, loss_sum, logged_loss = time.perf_counter(), torch.zeros((), device=device), float("nan")
-        bar = tqdm(train_set.batches(order, rank_batch, device, drop_last=True), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True, mininterval=1.0,
-                   disable=not process.is_main)
-        window_start, window_steps, window_wait, epoch_wait = time.perf_counter(), 0, 0.0, 0.0
-        fetch_start = time.perf_counter()
-        for batch_index, batch in enumerate(bar):
-            waited = time.perf_counter() - fetch_start  # the step waited this long for its batch
-            window_wait, epoch_wait = window_wait + waited, epoch_wait + waited
-            view_1, view_2 = two_views(batch, views, image_size, mean_d, std_d, generator)
-            lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = optimizer_step(step_model, optimizer, view_1, view_2, autocast)
-            tau = model.update_target(step, total_steps)
-            step += 1
-            loss_sum += loss.detach()
-            window_steps += 1
-            # Reading the loss forces a device sync: only every log_every steps, and only rank 0
-            # (its loss is its own slice's; the others' differ by sampling noise).
-            if process.is_main and (window_steps == config.log_every or batch_index == steps_per_epoch - 1):
-                logged_loss = loss_sum.item() / window_steps
-                window_time = time.perf_counter() - window_start
-                speed = window_steps * config.batch_size / window_time
-                bar.set_postfix(loss=f"{logged_loss:.4f}", lr=f"{lr:.3g}",
-                                **({} if tau is None else {"tau": f"{tau:.4f}"}), img_s=f"{speed:.0f}",
-                                data_wait=f"{100 * window_wait / window_time:.0f}%")
-                log.scalars(step, **{"train/loss": logged_loss, "train/lr": lr,
-                                     **({} if tau is None else {"train/tau": tau}),
-                                     "train/images_per_s": speed, "train/data_wait_fraction": window_wait / window_time})
-                loss_sum.zero_()
-                window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
-            fetch_start = time.perf_counter()
-        bar.close()
-        epoch_time = time.perf_counter() - epoch_start
-        row = {"epoch": epoch + 1, "step": step, "loss": logged_loss, "lr": lr,
-               "target_momentum": "" if tau is None else tau,
-               "images_per_s": steps_per_epoch * config.batch_size / epoch_time, "data_wait_s": epoch_wait,
-               "elapsed_s": time.perf_counter() - started}
+        describe_run(dataset, train_set, plan, process, device, run)
+    row = state["row"]
+    for epoch in range(state["epoch"], end):
+        generator.manual_seed(plan.augmentation_seed(epoch, process.rank))
+        meter = StepMeter(plan.steps_per_epoch, config.batch_size, config.log_every,
+                          f"epoch {epoch + 1}/{config.epochs}", log)
+        batches = train_set.batches(plan.data_order(epoch, len(train_set), process), plan.rank_batch, device,
+                                    drop_last=True)
+        step, last_views = train_one_epoch(model, step_model, optimizer, batches, views, plan, mean_d, std_d, generator,
+                                           state["step"], meter, device)
+        tau = plan.tau(step - 1)
+        row = {"epoch": epoch + 1, "step": step, "lr": plan.lr(step - 1), **meter.close(),
+               "target_momentum": "" if tau is None else tau, "elapsed_s": time.perf_counter() - started}
         if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it
-            row["collapse_std"] = collapse = projection_spread(model, view_1)
-            if is_collapsed(collapse, config.projection_dim):
-                healthy = healthy_spread(config.projection_dim)
-                print(f"byol: warning: epoch {epoch + 1}: the representation is collapsing — the spread of normalised "
-                      f"projections is {collapse:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim}))"
-                      f"; lower --base-lr{', raise --base-target-momentum' if tau is not None else ''}, or check "
-                      "the augmentations", file=sys.stderr)
-            save_checkpoint(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch + 1, step, config)
-        if epoch + 1 == config.epochs:
-            break  # the last row waits for the final evaluation's k-NN accuracy
-        if config.knn_every and (epoch + 1) % config.knn_every == 0:
-            monitor = final_evaluation(model.online_encoder, dataset, mean, std, image_size, config, device,
-                                       probe=False, process=process)
+            row["collapse_std"] = projection_spread(model, last_views)
+            warn_if_collapsed(row["collapse_std"], epoch + 1, config)
+        if epoch + 1 < config.epochs and config.knn_every and (epoch + 1) % config.knn_every == 0:
+            monitor = knn_monitor(model.online_encoder, dataset, mean, std, config, plan.image_size,
+                                  device, process)
             if monitor:
                 row["knn_top1"] = monitor["knn_top1"]
                 print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
+        state.update(epoch=epoch + 1, step=step, row=row)
         if process.is_main:
-            log.epoch(row)
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state,
+                                 "config": config.to_dict()})
+            if epoch + 1 < config.epochs:  # the last row waits for the final evaluation's k-NN accuracy
+                log.epoch(row)
+    return row
 
-    if end_epoch < config.epochs:
-        if process.is_main:
-            log.close()
-            print(f"byol: stopped after epoch {end_epoch} of {config.epochs} (--stop-after); "
-                  f"continue with: byol pretrain --out {run_dir} --resume")
-        return {}
 
-    encoder = model.online_encoder
+def describe_run(dataset: DataSplits, train_set: ImageSet, plan: Plan, process: Process, device: torch.device,
+                 run: RunDir) -> None:
+    config, (channels, height, width) = plan.config, dataset.train.image_shape
+    processes = f" x {process.world_size} processes" if process.distributed else ""
+    print(f"byol: {dataset.name}, {len(dataset.train)} images {channels}x{height}x{width} -> {plan.image_size} px "
+          f"({'in memory' if train_set.images is not None else 'streamed from disk'}), {config.method} "
+          f"{config.arch} on {device}{processes}, {config.epochs} epochs x {plan.steps_per_epoch} steps, batch "
+          f"{config.batch_size}, peak lr {plan.peak_lr:.3g}; run directory {run.path}")
+
+
+def finish(encoder, dataset: DataSplits, mean, std, plan: Plan, run: RunDir, log: MetricsLog | None, row: dict,
+           process: Process, device: torch.device) -> dict:
+    """After the last epoch: the encoder file, the final evaluation, the last metrics row.
+    Each step is skipped when a resumed run finds it done."""
     if process.is_main:
-        save_encoder(encoder, run_dir / "encoder.safetensors")
-    results = final_evaluation(encoder, dataset, mean, std, image_size, config, device, probe=config.linear_probe,
-                               process=process)
-    if not process.is_main:
-        return {}
-    log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
-    log.close()
-    results.update(seconds=time.perf_counter() - started, device=str(device), processes=process.world_size,
-                   torch=torch.__version__, git_commit=commit)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print_results(results, config)
+        run.save_encoder(encoder)
+    done = run.read_results() if process.is_main else None
+    if done is not None and any(r["epoch"] == plan.config.epochs for r in log.rows):
+        return done
+    results = frozen_evaluation(encoder, dataset, mean, std, plan.config, plan.image_size, device, process,
+                                probe=plan.config.linear_probe)
+    if process.is_main and not any(r["epoch"] == plan.config.epochs for r in log.rows):
+        log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     return results
 
 

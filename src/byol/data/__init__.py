@@ -1,4 +1,4 @@
-"""Image sources: one reader per on-disk format, all returning uint8 tensors in memory.
+"""Image sources: one reader per on-disk format, all returning ``DataSplits`` of uint8 images.
 
 ``load_dataset(path)`` recognises the format from what is at ``path``; ``dataset``
 forces one.  Pre-training never looks at labels; the k-NN monitor and the final
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Dataset, ImageSet
+from ..errors import setting
+from .arrays import from_python
+from .base import DataError, DataSplits, ImageSet
 from .cifar import is_cifar10, is_cifar100, load_cifar10, load_cifar100
 from .idx import is_idx_folder, load_idx_folder, read_idx
 from .images import load_csv, load_image_folder
@@ -20,7 +22,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FORMATS = ("idx", "cifar10", "cifar100", "stl10", "npz", "csv", "folder")
 
-__all__ = ["DataError", "Dataset", "ImageSet", "FORMATS", "detect_format", "load_dataset", "read_idx"]
+__all__ = ["DataError", "DataSplits", "ImageSet", "FORMATS", "as_splits", "detect_format", "load_dataset", "read_idx"]
 
 
 def detect_format(path: Path) -> str:
@@ -31,7 +33,7 @@ def detect_format(path: Path) -> str:
             return "npz"
         if suffix == ".csv":
             return "csv"
-        raise DataError(f"--data {path}: a file, but neither .npz (MedMNIST) nor .csv (image,label); "
+        raise DataError(f"{setting('data')} {path}: a file, but neither .npz (MedMNIST) nor .csv (image,label); "
                         "or pass a folder")
     for name, test in (("idx", is_idx_folder), ("cifar10", is_cifar10), ("cifar100", is_cifar100), ("stl10", is_stl10)):
         if test(path):
@@ -48,7 +50,7 @@ def _inner(path: Path, test) -> Path:
 
 
 def load_dataset(path: str | Path | None = None, dataset: str | None = None, image_size: int | None = None,
-                 strict: bool = False, stream: bool | None = None, memory_budget: int | None = None) -> Dataset:
+                 strict: bool = False, stream: bool | None = None, memory_budget: int | None = None) -> DataSplits:
     """Open the dataset at ``path``; ``None`` means Fashion-MNIST from its Debian package.
 
     ``dataset`` forces a format (one of ``FORMATS``); ``image_size`` is the side that
@@ -60,14 +62,14 @@ def load_dataset(path: str | Path | None = None, dataset: str | None = None, ima
         if not is_idx_folder(FASHION_MNIST_DIR):
             raise DataError(
                 f"Fashion-MNIST not found in {FASHION_MNIST_DIR}: install it with "
-                "'sudo apt-get install dataset-fashion-mnist', or pass --data PATH"
+                "'sudo apt-get install dataset-fashion-mnist', or pass " + setting("data")
             )
         return load_idx_folder(FASHION_MNIST_DIR, "fashion-mnist", FASHION_MNIST_CLASSES)
     path = Path(path)
     if not path.exists():
-        raise DataError(f"--data {path}: no such file or folder")
+        raise DataError(f"{setting('data')} {path}: no such file or folder")
     if dataset is not None and dataset not in FORMATS:
-        raise DataError(f"--dataset {dataset}: unknown format; choose one of {', '.join(FORMATS)}")
+        raise DataError(f"{setting('dataset')} {dataset}: unknown format; choose one of {', '.join(FORMATS)}")
     fmt = dataset or detect_format(path)
     if fmt == "idx":
         return load_idx_folder(path, path.name)
@@ -82,5 +84,18 @@ def load_dataset(path: str | Path | None = None, dataset: str | None = None, ima
     if fmt == "csv":
         return load_csv(path, image_size, strict, stream, memory_budget)
     if not path.is_dir():
-        raise DataError(f"--data {path}: an image folder was expected")
+        raise DataError(f"{setting('data')} {path}: an image folder was expected")
     return load_image_folder(path, image_size, strict, stream, memory_budget)
+
+
+def as_splits(data, dataset: str | None = None, image_size: int | None = None, strict: bool = False,
+              stream: bool | None = None) -> DataSplits:
+    """Whatever the user gave as data: a path (``None``: Fashion-MNIST) for ``load_dataset``,
+    ``DataSplits`` as they are, or images from Python — an array or tensor (N, H, W),
+    (N, C, H, W) or (N, H, W, C), an (images, labels) pair, or a torch Dataset."""
+    if data is None or isinstance(data, (str, Path)):
+        return load_dataset(data, dataset, image_size, strict, stream)
+    if isinstance(data, DataSplits):
+        return data
+    return from_python(data)
+

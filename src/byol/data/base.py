@@ -1,49 +1,42 @@
-"""What every reader returns: uint8 images (in memory or streamed), optional labels, optional test split."""
+"""What every reader returns: ``DataSplits`` of ``ImageSet``s — uint8 images in memory or
+streamed from files, optional labels, optional test split."""
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from ..config import UserError
+from ..errors import UserError, setting
 
 
 class DataError(UserError):
     """The data the user pointed at cannot be used; the message says why and what to do."""
 
 
-def loader_workers() -> int:
-    """DataLoader workers for decoding files: the cores there are, at most 8."""
-    return min(8, os.cpu_count() or 1)
+class StreamedFiles(Protocol):
+    """Images decoded from files batch by batch (``data.images.ImageFiles``)."""
 
+    channels: int
+    size: int
 
-def warn_unreadable(error: str) -> None:
-    """Streaming meets a bad file only when a batch decodes it: name it and go on."""
-    print(f"byol: warning: skipped an unreadable image while streaming: {error}", file=sys.stderr)
-
-
-def collate_decoded(items: list) -> torch.Tensor:
-    """Stack the images that decoded; name the ones that did not (streaming path)."""
-    for tensor, error in items:
-        if tensor is None:
-            warn_unreadable(error)
-    return torch.stack([tensor for tensor, _ in items if tensor is not None])
+    def __len__(self) -> int: ...
+    def subset(self, index: list[int]) -> "StreamedFiles": ...
+    def batches(self, order: torch.Tensor, batch_size: int, device: torch.device,
+                drop_last: bool) -> Iterator[torch.Tensor]: ...
 
 
 @dataclass
 class ImageSet:
     """Images and optional labels, either decoded in memory or streamed from files.
 
-    In memory: ``images`` (N, C, H, W) uint8, a batch is a gather.  Streaming:
-    ``files`` (a map-style torch Dataset yielding ``(uint8 (C, H, W) or None, error)``),
-    a batch is decoded by DataLoader workers.  ``batches`` hides which."""
+    In memory: ``images`` (N, C, H, W) uint8, a batch is a gather.  Streaming: ``files``
+    decodes each batch in DataLoader workers.  ``batches`` hides which."""
 
     images: torch.Tensor | None = None  # (N, C, H, W) uint8
     labels: torch.Tensor | None = None  # (N,) int64
-    files: torch.utils.data.Dataset | None = None
+    files: StreamedFiles | None = None
     names: list[str] | None = None      # file names (relative to the data folder) when read from files
 
     def __len__(self) -> int:
@@ -69,33 +62,19 @@ class ImageSet:
                 drop_last: bool = False) -> Iterator[torch.Tensor]:
         """uint8 batches of the images at indices ``order``, delivered on ``device``."""
         device = torch.device(device)
-        if self.images is not None:
-            order = order.to(self.images.device)
-            end = len(order) - len(order) % batch_size if drop_last else len(order)
-            for start in range(0, end, batch_size):
-                yield self.images[order[start:start + batch_size]].to(device, non_blocking=True)
+        if self.images is None:
+            yield from self.files.batches(order, batch_size, device, drop_last)
             return
-        if device.type == "cuda" and hasattr(self.files, "paths"):
-            # JPEGs decode on the GPU (nvJPEG); workers only read their bytes.
-            from .images import EncodedFiles, decode_on_device
-
-            encoded = EncodedFiles(self.files.paths, self.files.size, self.files.channels)
-            loader = torch.utils.data.DataLoader(encoded, batch_size=batch_size, sampler=order.tolist(),
-                                                 drop_last=drop_last, num_workers=loader_workers(), collate_fn=list)
-            for items in loader:
-                yield decode_on_device(items, self.files, device)
-            return
-        loader = torch.utils.data.DataLoader(
-            self.files, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
-            num_workers=loader_workers(), collate_fn=collate_decoded, pin_memory=device.type == "cuda")
-        for batch in loader:
-            yield batch.to(device, non_blocking=True)
+        order = order.to(self.images.device)
+        end = len(order) - len(order) % batch_size if drop_last else len(order)
+        for start in range(0, end, batch_size):
+            yield self.images[order[start:start + batch_size]].to(device, non_blocking=True)
 
 
 @dataclass
-class Dataset:
-    """A training split (what pre-training sees, without labels) and, when the format
-    has one, a labelled test split for the k-NN monitor and the final evaluation."""
+class DataSplits:
+    """A training split (what pre-training sees, without labels) and, when the format has
+    one, a labelled test split for the k-NN monitor and the final evaluation."""
 
     name: str
     train: ImageSet
@@ -129,3 +108,15 @@ class Dataset:
         sample = torch.cat(list(self.train.batches(index, 256, "cpu")))
         pixels = sample.transpose(0, 1).reshape(sample.shape[1], -1).double() / 255
         return pixels.mean(dim=1).float(), pixels.std(dim=1).float()
+
+    def normalisation(self, mean: tuple[float, ...] | None = None,
+                      std: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean``/``std`` when given (one value per channel), else computed from the training images."""
+        channels = self.train.image_shape[0]
+        for name, given in (("mean", mean), ("std", std)):
+            if given is not None and len(given) != channels:
+                raise UserError(f"{setting(name)} {','.join(map(str, given))}: need {channels} value(s), one per "
+                                f"channel of these {channels}-channel images")
+        computed = self.channel_stats() if mean is None or std is None else None
+        return (torch.tensor(mean) if mean is not None else computed[0],
+                torch.tensor(std) if std is not None else computed[1])

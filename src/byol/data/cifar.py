@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import first_line
-from .base import DataError, Dataset, ImageSet
+from ..errors import first_line
+from .base import DataError, DataSplits, ImageSet
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
@@ -43,7 +43,7 @@ def is_cifar100(folder: Path) -> bool:
     return folder.is_dir() and (folder / "train").is_file() and (folder / "meta").is_file()
 
 
-def load_cifar10(folder: Path) -> Dataset:
+def load_cifar10(folder: Path) -> DataSplits:
     missing = [name for name in (*CIFAR10_TRAIN, "test_batch") if not (folder / name).is_file()]
     if missing:
         raise DataError(f"{folder} looks like CIFAR-10 but lacks {', '.join(missing)}")
@@ -52,10 +52,10 @@ def load_cifar10(folder: Path) -> Dataset:
     classes = None
     if (folder / "batches.meta").is_file():
         classes = tuple(n.decode() if isinstance(n, bytes) else n for n in _unpickle(folder / "batches.meta")["label_names"])
-    return Dataset("cifar10", train, test, classes)
+    return DataSplits("cifar10", train, test, classes)
 
 
-def load_cifar100(folder: Path) -> Dataset:
+def load_cifar100(folder: Path) -> DataSplits:
     """Fine labels (100 classes); the coarse superclasses are not used."""
     if not (folder / "test").is_file():
         raise DataError(f"{folder} looks like CIFAR-100 but lacks 'test'")
@@ -63,4 +63,4 @@ def load_cifar100(folder: Path) -> Dataset:
     test = _image_set([_unpickle(folder / "test")], "fine_labels", folder)
     names = _unpickle(folder / "meta").get("fine_label_names")
     classes = tuple(n.decode() if isinstance(n, bytes) else n for n in names) if names is not None else None
-    return Dataset("cifar100", train, test, classes)
+    return DataSplits("cifar100", train, test, classes)

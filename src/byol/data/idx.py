@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import first_line
-from .base import DataError, Dataset, ImageSet
+from ..errors import first_line
+from .base import DataError, DataSplits, ImageSet
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -40,7 +40,7 @@ def is_idx_folder(folder: Path) -> bool:
     return folder.is_dir() and find_idx(folder, "train-images-idx3-ubyte") is not None
 
 
-def load_idx_folder(folder: Path, name: str = "idx", classes: tuple[str, ...] | None = None) -> Dataset:
+def load_idx_folder(folder: Path, name: str = "idx", classes: tuple[str, ...] | None = None) -> DataSplits:
     """train- and t10k- images and labels (``train-images-idx3-ubyte[.gz]`` etc.)."""
     def split(prefix: str) -> ImageSet | None:
         images, labels = find_idx(folder, f"{prefix}-images-idx3-ubyte"), find_idx(folder, f"{prefix}-labels-idx1-ubyte")
@@ -55,4 +55,4 @@ def load_idx_folder(folder: Path, name: str = "idx", classes: tuple[str, ...] | 
     train = split("train")
     if train is None:
         raise DataError(f"no train-images-idx3-ubyte[.gz] in {folder}")
-    return Dataset(name, train, split("t10k"), classes)
+    return DataSplits(name, train, split("t10k"), classes)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..config import first_line
-from .base import DataError, Dataset, ImageSet, loader_workers, warn_unreadable
+from ..errors import first_line, setting, warn
+from .base import DataError, DataSplits, ImageSet
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -57,8 +56,27 @@ def resize_square(array: np.ndarray, size: int) -> np.ndarray:
     return out[:, :, None] if squeeze else out
 
 
+def loader_workers() -> int:
+    """DataLoader workers for decoding files: the cores there are, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+def warn_unreadable(error: str) -> None:
+    """Streaming meets a bad file only when a batch decodes it: name it and go on."""
+    warn(f"skipped an unreadable image while streaming: {error}")
+
+
+def collate_decoded(items: list) -> torch.Tensor:
+    """Stack the images that decoded; name the ones that did not (streaming path)."""
+    for tensor, error in items:
+        if tensor is None:
+            warn_unreadable(error)
+    return torch.stack([tensor for tensor, _ in items if tensor is not None])
+
+
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes one file per item: (uint8 (C, size, size) tensor or None, error text)."""
+    """Decodes one file per item: (uint8 (C, size, size) tensor or None, error text).
+    ``batches`` streams them: decoded by DataLoader workers, or JPEGs by nvJPEG on a GPU."""
 
     def __init__(self, paths: list[Path], size: int, channels: int):
         self.paths, self.size, self.channels = paths, size, channels
@@ -68,6 +86,20 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def batches(self, order: torch.Tensor, batch_size: int, device: torch.device, drop_last: bool):
+        if device.type == "cuda":  # JPEGs decode on the GPU (nvJPEG); workers only read their bytes
+            encoded = EncodedFiles(self.paths, self.size, self.channels)
+            loader = torch.utils.data.DataLoader(encoded, batch_size=batch_size, sampler=order.tolist(),
+                                                 drop_last=drop_last, num_workers=loader_workers(), collate_fn=list)
+            for items in loader:
+                yield decode_on_device(items, self, device)
+            return
+        loader = torch.utils.data.DataLoader(
+            self, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
+            num_workers=loader_workers(), collate_fn=collate_decoded, pin_memory=device.type == "cuda")
+        for batch in loader:
+            yield batch.to(device, non_blocking=True)
 
     def __getitem__(self, index: int):
         try:
@@ -160,8 +192,8 @@ def _report_bad(bad: list[str], strict: bool) -> None:
         return
     listing = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
     if strict:
-        raise DataError(f"{len(bad)} unreadable image files: {listing} (remove them, or drop --strict to skip them)")
-    print(f"byol: warning: skipped {len(bad)} unreadable image files: {listing}", file=sys.stderr)
+        raise DataError(f"{len(bad)} unreadable image files: {listing} (remove them, or drop {setting('strict')} to skip them)")
+    warn(f"skipped {len(bad)} unreadable image files: {listing}")
 
 
 def make_image_set(paths: list[Path], labels: list[int] | None, size: int, strict: bool,
@@ -234,7 +266,7 @@ def _labelled_folder(folder: Path, size: int, strict: bool, stream, memory_budge
 
 
 def load_image_folder(folder: Path, size: int | None, strict: bool, stream: bool | None = None,
-                      memory_budget: int | None = None) -> Dataset:
+                      memory_budget: int | None = None) -> DataSplits:
     """``folder/train/<class>/*``, ``folder/test/<class>/*`` (test optional), or
     ``folder/<class>/*`` (labelled, no test split), or any other folder of images (unlabeled)."""
     size = size or DEFAULT_SIZE
@@ -242,18 +274,18 @@ def load_image_folder(folder: Path, size: int | None, strict: bool, stream: bool
     if train_dir.is_dir() and class_folders(train_dir):
         train, classes = _labelled_folder(train_dir, size, strict, stream, memory_budget)
         test = _labelled_folder(test_dir, size, strict, stream, memory_budget, classes)[0] if test_dir.is_dir() else None
-        return Dataset(folder.name, train, test, tuple(classes))
+        return DataSplits(folder.name, train, test, tuple(classes))
     if class_folders(folder):
         train, classes = _labelled_folder(folder, size, strict, stream, memory_budget)
-        return Dataset(folder.name, train, None, tuple(classes))
+        return DataSplits(folder.name, train, None, tuple(classes))
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no image files found (looked recursively for {', '.join(sorted(EXTENSIONS))})")
-    return Dataset(folder.name, make_image_set(paths, None, size, strict, stream, memory_budget, folder))
+    return DataSplits(folder.name, make_image_set(paths, None, size, strict, stream, memory_budget, folder))
 
 
 def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = None,
-             memory_budget: int | None = None) -> Dataset:
+             memory_budget: int | None = None) -> DataSplits:
     """A CSV with columns ``image,label`` (a header row naming them), image paths relative to the
     CSV's folder — DRAC-style challenge data.  Labels that are all integers keep their
     values; otherwise classes are the sorted label names."""
@@ -285,5 +317,5 @@ def load_csv(path: Path, size: int | None, strict: bool, stream: bool | None = N
     else:
         classes = sorted(set(names))
         labels = [classes.index(n) for n in names]
-    return Dataset(path.stem, make_image_set(paths, labels, size or DEFAULT_SIZE, strict, stream, memory_budget, root),
+    return DataSplits(path.stem, make_image_set(paths, labels, size or DEFAULT_SIZE, strict, stream, memory_budget, root),
                    None, tuple(classes) if classes else None)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import first_line
-from .base import DataError, Dataset, ImageSet
+from ..errors import first_line
+from .base import DataError, DataSplits, ImageSet
 
 
 def _split(archive, prefix: str, path: Path) -> ImageSet | None:
@@ -36,7 +36,7 @@ def _split(archive, prefix: str, path: Path) -> ImageSet | None:
     return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), labels)
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path) -> DataSplits:
     """Pre-training uses ``train_images``; ``val_`` is not used here; ``test_`` is the evaluation split."""
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -45,4 +45,4 @@ def load_npz(path: Path) -> Dataset:
         raise DataError(f"{path} is not a readable .npz file ({first_line(error)})") from None
     if train is None:
         raise DataError(f"{path} has no 'train_images' array (MedMNIST layout: train_images, train_labels, ...)")
-    return Dataset(path.stem, train, test)
+    return DataSplits(path.stem, train, test)

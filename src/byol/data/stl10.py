@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, Dataset, ImageSet
+from .base import DataError, DataSplits, ImageSet
 
 SIDE = 96
 
@@ -32,7 +32,7 @@ def is_stl10(folder: Path) -> bool:
     return folder.is_dir() and ((folder / "train_X.bin").is_file() or (folder / "unlabeled_X.bin").is_file())
 
 
-def load_stl10(folder: Path) -> Dataset:
+def load_stl10(folder: Path) -> DataSplits:
     """Pre-training sees train + unlabeled (105,000 images, as in the STL-10 protocol);
     the labelled train split is the k-NN bank, test the queries."""
     parts, labelled_train = [], None
@@ -50,4 +50,4 @@ def load_stl10(folder: Path) -> Dataset:
     classes = None
     if (folder / "class_names.txt").is_file():
         classes = tuple(line.strip() for line in (folder / "class_names.txt").read_text().splitlines() if line.strip())
-    return Dataset("stl10", ImageSet(torch.cat(parts)), test, classes, labelled_train=labelled_train)
+    return DataSplits("stl10", ImageSet(torch.cat(parts)), test, classes, labelled_train=labelled_train)

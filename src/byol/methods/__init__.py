@@ -11,7 +11,8 @@ returning a model with
     forward(view_1, view_2) -> loss        a scalar, for ``loss.backward()``
     online_encoder                         the encoder kept after training
     project(views) -> (N, d)               the online projections (collapse statistic)
-    update_target(step, total_steps)       after each optimizer step: the EMA and the τ
+    update_target(step, total_steps, momentum=None)   after each optimizer step: the EMA (τ from the
+                                           loop's schedule, or the method's own), returning the τ
                                            used, or None for a method without a target
 and parameters named ``target_*`` for whatever the optimizer must not train.
 

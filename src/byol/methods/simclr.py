@@ -67,7 +67,7 @@ class SimCLR(nn.Module):
         # normalises the two views of an image together.
         return nt_xent_loss(_gather(self.project(view_1)), _gather(self.project(view_2)), self.temperature)
 
-    def update_target(self, step: int, total_steps: int) -> None:
+    def update_target(self, step: int, total_steps: int, momentum: float | None = None) -> None:
         return None
 
 

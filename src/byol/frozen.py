@@ -1,0 +1,143 @@
+"""Frozen-encoder evaluation (paper §4.1): features computed once with the encoder in eval
+mode, then a weighted k-NN vote or a linear probe (logistic regression, L-BFGS) whose L2 is
+chosen on a validation split of the training labels — never on the test set."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageSet
+from .device import autocast
+from .metrics import classification_metrics
+from .splits import stratified_split
+
+MONITOR_K = 200  # neighbours of the standard k-NN monitor (Wu et al. 2018; the seed tutorial: k = 200, T = 0.1)
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module, images: torch.Tensor | ImageSet, mean: torch.Tensor, std: torch.Tensor,
+    image_size: int | None = None, batch_size: int = 1024, device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Features (N, D) of uint8 images — a tensor (N, C, H, W) or an ``ImageSet``, in memory
+    or streamed — with the encoder in eval mode, computed and returned on ``device``.
+
+    Images are resized to ``image_size`` when it differs from theirs (the size the
+    encoder was trained at), then normalised exactly as during pre-training."""
+    image_set = images if isinstance(images, ImageSet) else ImageSet(images)
+    was_training = encoder.training
+    encoder.eval()
+    device = torch.device(device)
+    mean, std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
+    features = []
+    for batch in image_set.batches(torch.arange(len(image_set)), batch_size, device):
+        x = batch.float() / 255
+        if image_size is not None and x.shape[-1] != image_size:
+            x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True).clamp_(0, 1)
+        with autocast(device):
+            features.append(encoder(((x - mean) / std).contiguous(memory_format=torch.channels_last)).float())
+    encoder.train(was_training)
+    return torch.cat(features)
+
+
+@torch.no_grad()
+def knn_predict(
+    train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
+    num_classes: int, k: int = MONITOR_K, temperature: float = 0.1, chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Class scores (N_query, num_classes) from the k nearest training features by cosine
+    similarity, each neighbour voting with weight exp(similarity / temperature)
+    (Wu et al. 2018, the k-NN monitor of the seed tutorial: k = 200, T = 0.1)."""
+    bank = F.normalize(train_features, dim=1)
+    labels = train_labels.to(bank.device)
+    k = min(k, len(bank))
+    scores = []
+    for start in range(0, len(query_features), chunk_size):
+        query = F.normalize(query_features[start:start + chunk_size].to(bank.device), dim=1)
+        similarity, index = (query @ bank.T).topk(k, dim=1)
+        weights = (similarity / temperature).exp()
+        votes = torch.zeros(len(query), num_classes, device=bank.device)
+        scores.append(votes.scatter_add_(1, labels[index], weights))
+    return torch.cat(scores)
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes: int,
+                 k: int = MONITOR_K, temperature: float = 0.1) -> float:
+    """Top-1 accuracy (0–1) of ``knn_predict`` on a labelled test set."""
+    scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
+    return (scores.argmax(dim=1).cpu() == test_labels.cpu()).float().mean().item()
+
+
+@dataclass
+class LinearProbeResult:
+    accuracy: float            # test top-1, 0–1
+    weight_decay: float        # L2 strength chosen on the validation split
+    val_score: float           # validation score (the selection metric) at that strength
+    classifier: nn.Linear      # fitted on standardised features (see ``standardise``)
+    test_scores: torch.Tensor  # (N_test, num_classes) logits
+
+
+def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                            weight_decay: float, max_iter: int = 500) -> nn.Linear:
+    """Multinomial logistic regression, full batch, trained to convergence with L-BFGS
+    (cross-entropy + weight_decay/2·‖W‖²; the bias is not penalised)."""
+    classifier = nn.Linear(features.shape[1], num_classes).to(features.device)
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.LBFGS(classifier.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    labels = labels.to(features.device)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(features), labels)
+        loss = loss + weight_decay / 2 * classifier.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return classifier.requires_grad_(False)
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Zero-mean, unit-variance features using the training set's statistics."""
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def linear_probe(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+    test_labels: torch.Tensor, num_classes: int,
+    weight_decays: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
+    val_index: torch.Tensor | None = None, metric: str = "top1",
+) -> LinearProbeResult:
+    """Linear evaluation (§4.1) on frozen features.
+
+    The L2 strength is chosen by ``metric`` on a validation split of the training set
+    (``val_index``, or a stratified ``val_fraction`` drawn with ``seed``) — never on the
+    test set — then the classifier is refit on the whole training set and scored once
+    on the test set."""
+    train_features, test_features = standardise(train_features.float(), test_features.float())
+    if val_index is None:
+        fit_index, val_index = stratified_split(train_labels, val_fraction, seed)
+    else:
+        mask = torch.ones(len(train_labels), dtype=torch.bool)
+        mask[val_index.cpu()] = False
+        fit_index = mask.nonzero().squeeze(1)
+    fit_index, val_index = fit_index.to(train_features.device), val_index.to(train_features.device)
+    train_labels = train_labels.to(train_features.device)
+    best = (-math.inf, weight_decays[0])
+    for weight_decay in weight_decays:
+        classifier = fit_logistic_regression(train_features[fit_index], train_labels[fit_index],
+                                             num_classes, weight_decay)
+        scores = classifier(train_features[val_index])
+        best = max(best, (classification_metrics(scores, train_labels[val_index], num_classes)[metric], weight_decay))
+    val_score, weight_decay = best
+    classifier = fit_logistic_regression(train_features, train_labels, num_classes, weight_decay)
+    scores = classifier(test_features)
+    accuracy = (scores.argmax(dim=1).cpu() == test_labels.cpu()).float().mean().item()
+    return LinearProbeResult(accuracy, weight_decay, val_score, classifier, scores)

@@ -1,0 +1,38 @@
+"""Which labelled images an evaluation may use: stratified, seeded splits of the training
+labels (the paper's 1 % / 10 % subsets, and validation splits inside them)."""
+from __future__ import annotations
+
+import torch
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int,
+                     minimum: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (rest, held_out) with ``fraction`` of every class held out (at least
+    ``minimum``, and never a whole class of two or more), reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    held_out = []
+    labels = labels.cpu()
+    for value in labels.unique():
+        members = (labels == value).nonzero().squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = max(minimum, int(round(fraction * len(members))))
+        held_out.append(members[: min(count, max(1, len(members) - 1))])
+    held_out = torch.cat(held_out).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held_out] = False
+    return mask.nonzero().squeeze(1), held_out
+
+
+def label_split(labels: torch.Tensor, label_fraction: float = 1.0, val_fraction: float = 0.1,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which labelled images an evaluation may use: indices (fit, val), disjoint.
+
+    ``label_fraction`` of every class is drawn first (the paper's 1 % / 10 % subsets;
+    at least two images per class), then ``val_fraction`` of that subset, again per
+    class, is held out for choosing the probe's L2 or the fine-tuning epoch.  The test
+    split is never touched.  Reproducible from ``seed``."""
+    pool = torch.arange(len(labels))
+    if label_fraction < 1:
+        pool = stratified_split(labels, label_fraction, seed + 1, minimum=2)[1]
+    fit, val = stratified_split(labels.cpu()[pool], val_fraction, seed)
+    return pool[fit], pool[val]
