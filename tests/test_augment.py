@@ -1,12 +1,15 @@
+import colorsys
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from byol.augment import (ViewParams, ViewRecipe, apply_view, augment, byol_views, kernel_size, resized_crop,
-                          sample_view_params)
+from byol.augment import (EVAL_CROP, ViewParams, ViewRecipe, apply_view, augment, byol_views, color_jitter,
+                          eval_view, kernel_size, resized_crop, sample_view_params)
 
 
 def params_for(n, height, width, seed=0, recipe=None):
@@ -17,7 +20,7 @@ def test_every_image_gets_its_own_draw():
     params = params_for(64, 32, 32)
     assert len({tuple(box) for box in params.crop.tolist()}) > 50
     assert 0 < params.flip.sum() < 64
-    jittered = params.brightness != 1
+    jittered = params.contrast != 1
     assert len(set(params.brightness[jittered].tolist())) == int(jittered.sum())
     assert len({tuple(order) for order in params.jitter_order.tolist()}) > 10
     assert len(set(params.blur_sigma.tolist())) == 64
@@ -51,7 +54,7 @@ def test_observed_probabilities_match_the_paper_table():
             "blur": (params.blur_sigma > 0).float().mean().item(),
             "solarize": params.solarize.float().mean().item(),
             "flip": params.flip.float().mean().item(),
-            "jitter": (params.brightness != 1).float().mean().item(),
+            "jitter": (params.contrast != 1).float().mean().item(),
             "grayscale": params.grayscale.float().mean().item(),
         }
         for name, probabilities in expected.items():
@@ -63,8 +66,9 @@ def test_observed_probabilities_match_the_paper_table():
 
 def test_jitter_factors_span_the_paper_ranges():
     params = params_for(20_000, 32, 32)
-    on = params.brightness != 1
-    for values, low, high in ((params.brightness[on], 0.6, 1.4), (params.contrast[on], 0.6, 1.4),
+    on = params.contrast != 1
+    assert (params.brightness[~on] == 0).all() and (params.hue[~on] == 0).all()  # no jitter: identity values
+    for values, low, high in ((params.brightness[on], -0.4, 0.4), (params.contrast[on], 0.6, 1.4),
                               (params.saturation[on], 0.8, 1.2), (params.hue[on], -0.1, 0.1)):
         assert low <= values.min() < low + 0.01 and high - 0.01 < values.max() <= high
 
@@ -77,18 +81,42 @@ def test_crop_boxes_fit_and_follow_scale_and_ratio():
     assert area.min() >= 0.05 and area.max() <= 1.0  # 0.08 before integer rounding
 
 
+def reference_jitter(x: torch.Tensor, p: ViewParams, i: int) -> torch.Tensor:
+    """Colour jitter of image ``i`` written from the official code's definitions (SPEC): pixel by
+    pixel in NumPy and colorsys, each op followed by a clip to [0, 1]."""
+    image = x.permute(1, 2, 0).double().numpy().copy()
+
+    def hsv_op(pixels, change):
+        out = np.empty_like(pixels)
+        for row in range(pixels.shape[0]):
+            for col in range(pixels.shape[1]):
+                h, s, v = colorsys.rgb_to_hsv(*pixels[row, col])
+                out[row, col] = colorsys.hsv_to_rgb(*change(h, s, v))
+        return out
+
+    for op in p.jitter_order[i].tolist():
+        if op == 0:
+            image = image + p.brightness[i].item()
+        elif op == 1:
+            mean = image.mean(axis=(0, 1), keepdims=True)  # each channel around its own mean
+            image = (image - mean) * p.contrast[i].item() + mean
+        elif op == 2 and image.shape[2] == 3:
+            image = hsv_op(image, lambda h, s, v: (h, min(max(s * p.saturation[i].item(), 0), 1), v))
+        elif op == 3 and image.shape[2] == 3:
+            image = hsv_op(image, lambda h, s, v: ((h + p.hue[i].item()) % 1.0, s, v))
+        image = np.clip(image, 0, 1)
+    return torch.from_numpy(image).permute(2, 0, 1).float()
+
+
 def reference_view(image: torch.Tensor, p: ViewParams, i: int, size: int) -> torch.Tensor:
-    """The same view from torchvision's per-image functional ops, one image at a time."""
+    """The same view from torchvision's per-image functional ops (crop, flip, grayscale, blur,
+    solarize) and the reference jitter, one image at a time."""
     top, left, h, w = p.crop[i].tolist()
     x = TF.resized_crop(image, top, left, h, w, [size, size], InterpolationMode.BICUBIC, antialias=False).clamp(0, 1)
     if p.flip[i]:
         x = TF.horizontal_flip(x)
-    ops = [lambda y: TF.adjust_brightness(y, p.brightness[i].item()),
-           lambda y: TF.adjust_contrast(y, p.contrast[i].item()),
-           lambda y: TF.adjust_saturation(y, p.saturation[i].item()),
-           lambda y: TF.adjust_hue(y, p.hue[i].item())]
-    for op in p.jitter_order[i].tolist():
-        x = ops[op](x)
+    if p.contrast[i] != 1:
+        x = reference_jitter(x, p, i)
     if p.grayscale[i]:
         x = TF.rgb_to_grayscale(x, num_output_channels=3)
     if p.blur_sigma[i] > 0:
@@ -111,7 +139,7 @@ def test_batched_view_equals_torchvision_per_image(channels):
     params = dataclasses.replace(params, crop=torch.tensor([[0, 0, 40, 40]] * n))
     batched = apply_view(images, params, size)
     for i in range(n):
-        torch.testing.assert_close(batched[i], reference_view(images[i], params, i, size), atol=2e-5, rtol=0)
+        torch.testing.assert_close(batched[i], reference_view(images[i], params, i, size), atol=1e-4, rtol=0)
 
 
 def test_batched_crop_equals_torchvision_inside_the_box():
@@ -168,3 +196,81 @@ def test_augmentation_subsets_keep_only_what_they_name():
     assert torch.equal(view, resized)  # crop only: the view is the crop, nothing else
     with pytest.raises(ValueError, match="augmentations must be one of"):
         byol_views(augmentations="colour")
+
+
+def test_colour_jitter_follows_the_official_definitions_image_by_image():
+    torch.manual_seed(1)
+    images = torch.rand(32, 3, 12, 12)
+    recipe = ViewRecipe(jitter_prob=1.0, brightness=0.4, contrast=0.4, saturation=0.6, hue=0.3)
+    params = params_for(32, 12, 12, seed=4, recipe=recipe)
+    assert len({tuple(order) for order in params.jitter_order.tolist()}) > 12  # orders drawn per image
+    jittered = color_jitter(images.clone(), params)
+    for i in range(32):
+        torch.testing.assert_close(jittered[i], reference_jitter(images[i], params, i), atol=1e-5, rtol=0)
+    # additive brightness: a gray image moves by delta, unlike torchvision's multiplicative factor
+    gray = torch.full((1, 1, 4, 4), 0.5)
+    one = dataclasses.replace(params_for(1, 4, 4, recipe=ViewRecipe(jitter_prob=1.0)),
+                              jitter_order=torch.tensor([[0, 1, 2, 3]]), brightness=torch.tensor([0.25]),
+                              contrast=torch.tensor([1.0]))
+    assert torch.allclose(color_jitter(gray, one), torch.full_like(gray, 0.75))
+
+
+def test_rotation_and_vertical_flip_turn_the_image():
+    image = torch.rand(1, 3, 16, 16)
+    base = dataclasses.replace(params_for(1, 16, 16), crop=torch.tensor([[0, 0, 16, 16]]))
+    quarter = resized_crop(image, base.crop, torch.tensor([False]), 16, torch.tensor([False]), torch.tensor([math.pi / 2]))
+    assert torch.allclose(quarter, torch.rot90(image, k=1, dims=(2, 3)), atol=1e-5)  # +90°: a quarter turn
+    upside_down = resized_crop(image, base.crop, torch.tensor([False]), 16, torch.tensor([True]), torch.tensor([0.0]))
+    assert torch.allclose(upside_down, image.flip(2), atol=1e-5)
+    fundus = byol_views(augmentations="fundus")[0]
+    params = params_for(4000, 16, 16, recipe=fundus)
+    assert params.angle.abs().max() > 3.0 and abs(params.vflip.float().mean() - 0.5) < 0.05
+    assert fundus.grayscale_prob == 0 and fundus.brightness < 0.4 and fundus.hue < 0.1
+
+
+def test_crops_stay_inside_each_images_own_size():
+    heights, widths = torch.tensor([20, 40, 10, 40]), torch.tensor([40, 20, 10, 40])
+    params = sample_view_params(ViewRecipe(), 2000, heights.repeat(500), widths.repeat(500), torch.Generator().manual_seed(0))
+    top, left, h, w = params.crop.unbind(1)
+    assert (top + h <= heights.repeat(500)).all() and (left + w <= widths.repeat(500)).all()
+    assert (left + w == widths.repeat(500)).any() and (top + h == heights.repeat(500)).any()  # edges are reachable
+
+
+def test_a_marker_near_a_short_edge_is_decoded_and_reaches_training_crops(tmp_path):
+    from PIL import Image
+
+    from byol.data import load_dataset
+
+    pixels = np.full((60, 150, 3), 90, np.uint8)  # wide: its short edges are the left and right ones
+    pixels[25:35, 2:10] = (255, 0, 0)  # a red marker 2 px from the left edge
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    Image.fromarray(np.full((60, 150, 3), 90, np.uint8)).save(tmp_path / "plain.png")
+    train = load_dataset(tmp_path).prepared(32).train
+    wide = train.images[train.names.index("wide.png")].float()
+    red = (wide[0] > 200) & (wide[1] < 60)
+    assert red.any() and red.nonzero()[:, 1].min() < 6  # decoding kept the whole width: the marker is there
+    images = wide[None].expand(400, -1, -1, -1).to(torch.uint8)
+    sizes = train.sizes[[train.names.index("wide.png")]].expand(400, -1) if train.sizes is not None else None
+    views = augment(images, ViewRecipe(jitter_prob=0, grayscale_prob=0, blur_prob=0), 32, torch.zeros(3),
+                    torch.ones(3), torch.Generator().manual_seed(0), sizes)
+    seen = ((views[:, 0] > 0.8) & (views[:, 1] < 0.3)).flatten(1).any(dim=1)
+    assert 0 < seen.float().mean() < 1  # some crops show it, others come from elsewhere in the picture
+
+
+def test_evaluation_view_is_the_centred_square_with_the_papers_ratio():
+    images = torch.arange(2 * 64 * 96, dtype=torch.float32).reshape(2, 1, 64, 96) / (2 * 64 * 96)
+    view = eval_view(images, 56, EVAL_CROP)  # side 0.875 x 64 = 56: a pure crop, no resampling
+    assert torch.equal(view, images[:, :, 4:60, 20:76])
+    sizes = torch.tensor([[64, 96], [40, 40]])  # the second image fills only 40 x 40 of the canvas
+    per_image = eval_view(images, 35, EVAL_CROP, sizes)
+    assert per_image.shape == (2, 1, 35, 35)
+    assert torch.equal(per_image[1], images[1, :, 2:37, 2:37])  # 0.875 x 40 = 35, centred in the 40 x 40
+
+
+def test_sixteen_bit_levels_below_the_8_bit_step_survive_to_the_views():
+    levels = np.full((2, 1, 8, 8), 30000, dtype=np.uint16)
+    levels[1] += 100  # 100 / 65535 of the range: less than one 8-bit level (257)
+    images = torch.from_numpy(levels)
+    recipe = ViewRecipe(jitter_prob=0, grayscale_prob=0, blur_prob=0, flip_prob=0, crop_scale=(1, 1), crop_ratio=(1, 1))
+    views = augment(images, recipe, 8, torch.tensor([0.45]), torch.tensor([0.01]), torch.Generator().manual_seed(0))
+    assert (views[1] - views[0]).mean().item() == pytest.approx(100 / 65535 / 0.01, rel=1e-3)

@@ -115,8 +115,9 @@ def test_class_subfolders_with_train_and_test(tmp_path):
         for name in ("cat", "dog"):
             for i in range(n):
                 save(tmp_path / split / name / f"{i}.png", np.full((20, 30, 3), 40 * i, dtype=np.uint8))
-    dataset = load_dataset(tmp_path, image_size=16)
-    assert dataset.classes == ("cat", "dog") and dataset.train.images.shape == (6, 3, 16, 16)
+    dataset = load_dataset(tmp_path).prepared(16)
+    # aspect ratio kept: the 20 x 30 images at their own size (under twice the 16 px views)
+    assert dataset.classes == ("cat", "dog") and dataset.train.images.shape == (6, 3, 20, 30)
     assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1] and dataset.test.labels.tolist() == [0, 0, 1, 1]
     assert dataset.train.images[1].float().mean().item() == pytest.approx(40, abs=1)
 
@@ -126,9 +127,11 @@ def test_unlabeled_folder_is_recursive_and_any_extension(tmp_path):
     save(tmp_path / "b.bmp", RNG.integers(0, 256, (10, 10, 3), dtype=np.uint8))
     save(tmp_path / "c.webp", RNG.integers(0, 256, (33, 21, 3), dtype=np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
-    dataset = load_dataset(tmp_path, image_size=8)
+    dataset = load_dataset(tmp_path).prepared(8)
     assert detect_format(tmp_path) == "folder"
-    assert dataset.train.images.shape == (3, 3, 8, 8) and dataset.train.labels is None
+    # shorter sides decoded at 16 (twice the view), every image at the top-left of one canvas
+    assert dataset.train.images.shape[:2] == (3, 3) and dataset.train.labels is None
+    assert sorted(map(tuple, dataset.train.sizes.tolist())) == [(16, 16), (16, 16), (25, 16)]
 
 
 def mixed_mode_folder(folder):
@@ -159,22 +162,25 @@ def mixed_mode_folder(folder):
 
 def test_every_image_mode_and_broken_files(tmp_path, capsys):
     mixed_mode_folder(tmp_path / "mixed")
-    dataset = load_dataset(tmp_path / "mixed", image_size=16)
+    dataset = load_dataset(tmp_path / "mixed").prepared(16)
     warning = capsys.readouterr().err
     assert "skipped 3 unreadable image files" in warning and warning.count("\n") == 1
     assert all(name in warning for name in ("empty.png", "not_an_image.jpg", "truncated.png"))
     images = dataset.train.images
-    assert images.shape == (9, 3, 16, 16) and images.dtype == torch.uint8  # RGB: some images are colour modes
+    # RGB: some images are colour modes; 16-bit: one image is, and keeps its levels (8-bit ones scale by 257)
+    assert images.shape == (9, 3, 16, 16) and images.dtype == torch.uint16
     names = ["cmyk", "l", "la", "one_bit", "p", "rgb", "rgba", "rotated", "sixteen"]  # sorted file order
-    by_name = dict(zip(names, images))
+    by_name = dict(zip(names, (image.float() / 257 for image in images)))  # back on the 8-bit scale
     ramp = by_name["l"][0].float()
     for name in ("la", "p", "rgba", "sixteen", "rgb", "cmyk"):
         assert (by_name[name][0].float() - ramp).abs().mean() < 6, name  # the same ramp, whatever the mode
     assert by_name["one_bit"].max() == 255 and by_name["one_bit"].min() == 0
+    sixteen = images[names.index("sixteen")][0].float()
+    assert torch.allclose(sixteen, torch.tensor(np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))).float() * 257)
     rotated = by_name["rotated"].float().mean(0)
     assert rotated[:3].mean() > 200 and rotated[-6:].mean() < 50  # EXIF applied: bright edge on top
     with pytest.raises(DataError, match="3 unreadable image files"):
-        load_dataset(tmp_path / "mixed", image_size=16, strict=True)
+        load_dataset(tmp_path / "mixed", strict=True).prepared(16, strict=True)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -182,14 +188,14 @@ def test_unreadable_permissions_are_skipped(tmp_path, capsys):
     save(tmp_path / "ok.png", np.zeros((8, 8, 3), np.uint8))
     save(tmp_path / "locked.png", np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "locked.png").chmod(0)
-    assert len(load_dataset(tmp_path, image_size=8).train.images) == 1
+    assert len(load_dataset(tmp_path).prepared(8).train.images) == 1
     assert "locked.png" in capsys.readouterr().err
 
 
 def test_grayscale_folder_stays_one_channel(tmp_path):
     for i in range(3):
         save(tmp_path / f"{i}.png", np.full((12, 12), 10 * i, dtype=np.uint8), "L")
-    assert load_dataset(tmp_path, image_size=12).train.images.shape == (3, 1, 12, 12)
+    assert load_dataset(tmp_path).prepared(12).train.images.shape == (3, 1, 12, 12)
 
 
 
@@ -198,22 +204,22 @@ def test_csv_next_to_an_image_folder(tmp_path):
     for i in range(4):
         save(tmp_path / "images" / f"{i:03d}.png", np.full((24, 24, 3), 50 * i, dtype=np.uint8))
     write_csv(tmp_path / "grades.csv", [("images/000.png", 2), ("images/001.png", 0), ("images/002.png", 1), ("images/003.png", 0)])
-    dataset = load_dataset(tmp_path / "grades.csv", image_size=16)
+    dataset = load_dataset(tmp_path / "grades.csv").prepared(16)
     assert detect_format(tmp_path / "grades.csv") == "csv"
-    assert dataset.train.labels.tolist() == [2, 0, 1, 0] and dataset.train.images.shape == (4, 3, 16, 16)
+    assert dataset.train.labels.tolist() == [2, 0, 1, 0] and dataset.train.images.shape == (4, 3, 24, 24)
     assert dataset.train.images[2].float().mean().item() == pytest.approx(100, abs=1)
 
 
 def test_csv_errors_are_one_line_and_clear(tmp_path):
     save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
     write_csv(tmp_path / "missing.csv", [("a.png", 0), ("nope.png", 1)])
-    with pytest.raises(DataError, match="1 files that do not exist"):
+    with pytest.raises(DataError, match="names 1 images not found"):
         load_dataset(tmp_path / "missing.csv")
     write_csv(tmp_path / "escape.csv", [("a.png", 0), ("../outside.png", 1)])
     with pytest.raises(DataError, match="outside"):
         load_dataset(tmp_path / "escape.csv")
     (tmp_path / "noheader.csv").write_text("a.png,0\n")
-    with pytest.raises(DataError, match="'image' and 'label'"):
+    with pytest.raises(DataError, match=r"no image column among its columns \(a.png, 0\)"):
         load_dataset(tmp_path / "noheader.csv")
 
 
@@ -231,7 +237,7 @@ def test_empty_folder_and_unknown_format(tmp_path):
 def test_reading_writes_nothing_into_the_data_folder(tmp_path):
     mixed_mode_folder(tmp_path / "mixed")
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir())
-    load_dataset(tmp_path / "mixed", image_size=8)
+    load_dataset(tmp_path / "mixed").prepared(8)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mixed").iterdir()) == before
 
 
@@ -239,23 +245,26 @@ def test_reading_writes_nothing_into_the_data_folder(tmp_path):
 
 def test_streamed_and_in_memory_paths_give_the_same_images(tmp_path):
     root = small_class_folder(tmp_path / "folder")
-    in_memory = load_dataset(root, image_size=16, stream=False)
-    streamed = load_dataset(root, image_size=16, stream=True)
+    in_memory = load_dataset(root).prepared(16, stream=False)
+    streamed = load_dataset(root).prepared(16, stream=True)
     assert in_memory.train.images is not None and streamed.train.images is None and streamed.train.files is not None
-    assert len(streamed.train) == len(in_memory.train) == 18 and streamed.train.image_shape == (3, 16, 16)
+    assert len(streamed.train) == len(in_memory.train) == 18 and in_memory.train.image_shape == (3, 20, 24)
     order = torch.tensor([5, 17, 0, 3, 3, 9, 12, 1])
-    a = torch.cat(list(in_memory.train.batches(order, 3, "cpu")))
-    b = torch.cat(list(streamed.train.batches(order, 3, "cpu")))
+    a = torch.cat([batch.images for batch in in_memory.train.batches(order, 3, "cpu")])
+    b = torch.cat([batch.images for batch in streamed.train.batches(order, 3, "cpu")])
     assert torch.equal(a, b) and torch.equal(a, in_memory.train.images[order])
     assert torch.equal(streamed.train.labels, in_memory.train.labels)
     assert len(list(streamed.train.batches(order, 3, "cpu", drop_last=True))) == 2
 
 
-def test_memory_rule_streams_when_memory_is_small(tmp_path):
-    root = small_class_folder(tmp_path / "folder")
-    needed = 18 * 3 * 16 * 16  # bytes of the decoded uint8 training images
-    assert load_dataset(root, image_size=16, memory_budget=needed).train.images is not None
-    assert load_dataset(root, image_size=16, memory_budget=needed - 1).train.images is None
+def test_memory_rule_decodes_smaller_before_it_streams(tmp_path):
+    root = small_class_folder(tmp_path / "folder")  # 18 training images of 20 x 24
+    # views of 16 px: shorter sides decoded at 20 (their own size, under twice 16) when they fit,
+    # else at 19 (the paper's 256/224 above the view), else the files stream
+    at_20, at_19 = 18 * 3 * 20 * 24, 18 * 3 * 19 * 23
+    assert load_dataset(root).prepared(16, budget=at_20).train.images.shape[2:] == (20, 24)
+    assert load_dataset(root).prepared(16, budget=at_20 - 1).train.images.shape[2:] == (19, 23)
+    assert load_dataset(root).prepared(16, budget=at_19 - 1).train.images is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -268,10 +277,10 @@ def test_gpu_jpeg_decoding_matches_the_cpu_path(tmp_path):
     exif[0x0112] = 6
     Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
     save(tmp_path / "plain.png", pixels)  # not a JPEG: decoded on the CPU, then moved
-    streamed = load_dataset(tmp_path, image_size=32, stream=True).train
+    streamed = load_dataset(tmp_path).prepared(32, stream=True).train
     order = torch.arange(len(streamed))
-    on_gpu = torch.cat(list(streamed.batches(order, 4, "cuda")))
-    on_cpu = torch.cat(list(streamed.batches(order, 4, "cpu")))
-    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 32, 32)
+    on_gpu = torch.cat([batch.images for batch in streamed.batches(order, 4, "cuda")])
+    on_cpu = torch.cat([batch.images for batch in streamed.batches(order, 4, "cpu")])
+    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 40, 56)
     # nvJPEG and libjpeg differ in their colour conversion by a level or two.
     assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 3

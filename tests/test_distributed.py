@@ -148,20 +148,20 @@ def test_global_batch_must_split_over_the_processes(tiny_idx, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_every_rank_and_epoch_augments_with_its_own_reproducible_stream():
+def test_every_rank_and_step_augments_with_its_own_reproducible_stream():
     from byol import PretrainConfig, augment, byol_views
     from byol.train import Plan
 
     images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     recipe = byol_views(blur=True)[0]
 
-    def view(seed: int, epoch: int, rank: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(Plan(PretrainConfig(seed=seed), 16, 10, 8).augmentation_seed(epoch, rank))
+    def view(seed: int, step: int, rank: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(Plan(PretrainConfig(seed=seed), 16, 10, 8).augmentation_seed(step, rank))
         return augment(images, recipe, 16, torch.tensor([0.5]), torch.tensor([0.25]), generator)
 
-    draws = {(epoch, rank): view(7, epoch, rank) for epoch in range(3) for rank in range(3)}
+    draws = {(step, rank): view(7, step, rank) for step in range(3) for rank in range(3)}
     keys = list(draws)
-    for i, a in enumerate(keys):  # no two (epoch, rank) pairs draw the same views
+    for i, a in enumerate(keys):  # no two (step, rank) pairs draw the same views
         for b in keys[i + 1:]:
             assert not torch.equal(draws[a], draws[b]), (a, b)
     assert torch.equal(view(7, 2, 1), draws[(2, 1)])  # and the draws depend on nothing else: reproducible

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import byol_views
 from .config import PretrainConfig
+from .data import Batch
 from .device import resolve_device, synchronize
 from .settings import Settings, option, require
 from .train import build_model, build_optimizer, optimizer_step, two_views
@@ -97,7 +98,7 @@ def bench(**settings) -> BenchResult:
 
     # The training loop's own pieces (train.py), so the bench times exactly its step.
     def make_views():
-        return two_views(images, views, image_size, mean, std, generator)
+        return two_views(Batch(images, None), views, image_size, mean, std, generator)
 
     def update(v1, v2):
         return optimizer_step(step_model, optimizer, v1, v2, target_device)

@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 
-from .errors import UserError, command_line
+from .errors import Interrupted, UserError, command_line
 from .settings import add_arguments
 
 
@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"byol {command}: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # SIGTERM / Ctrl-C during pre-training: checkpointed first
+        print(f"byol {command}: {stop}", file=sys.stderr)
+        return 128 + stop.signal_number
     except KeyboardInterrupt:
-        print(f"byol {command}: interrupted; the last finished epoch is in checkpoints/last.pt "
-              "(continue with --resume)", file=sys.stderr)
+        print(f"byol {command}: interrupted", file=sys.stderr)
         return 130
     return 0

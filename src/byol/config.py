@@ -6,6 +6,7 @@ arguments).  ``configs/*.yaml`` hold the paper's ImageNet and CIFAR recipes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .augment import AUGMENTATION_SETS
@@ -30,6 +31,9 @@ class PretrainConfig(Settings):
     resume: bool = option(False, "continue the run in --out from checkpoints/last.pt with its saved config")
     init_from: str | None = option(None, "start a NEW run from these encoder weights (encoder.safetensors); not with --resume")
     stop_after: int | None = option(None, "stop after this many epochs of this invocation (for time-limited jobs); continue with --resume")
+    checkpoint_every: str | None = option(None, "also checkpoint inside epochs, every N steps (e.g. 500) or minutes "
+                                          "(e.g. 30m), for long epochs on preemptible machines; SIGTERM and Ctrl-C "
+                                          "always checkpoint at the current step [default: at the end of each epoch]")
     # method
     method: str = option("byol", "byol (the paper) or simclr (the contrastive baseline: NT-Xent, same encoder, "
                          "views, optimiser and loop)", choices=tuple(method_names()))
@@ -94,11 +98,22 @@ class PretrainConfig(Settings):
         require(not (self.resume and self.init_from), "init_from", f"starts a new run, {setting('resume')} continues one: give only one")
         require(self.image_size is None or self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size}")
         require(self.log_every >= 1, "log_every", f"must be at least 1, got {self.log_every}")
+        require(self.checkpoint_every is None or self.checkpoint_interval is not None, "checkpoint_every",
+                f"{self.checkpoint_every}: give a number of steps (500) or of minutes (30m)")
         for name in ("mean", "std"):
             values = getattr(self, name)
             require(values is None or all(is_finite(v) and (v > 0 or name == "mean") for v in values), name,
                     f"needs finite values{' > 0' if name == 'std' else ''}, got {values}")
 
+    @property
+    def checkpoint_interval(self) -> tuple[str, float] | None:
+        """``checkpoint_every`` as ("steps", N) or ("minutes", M); None when not set or not understood."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(m|min|minutes?)?\s*", self.checkpoint_every or "")
+        if not match or float(match.group(1)) <= 0 or (match.group(2) is None and "." in match.group(1)):
+            return None
+        return ("minutes", float(match.group(1))) if match.group(2) else ("steps", int(match.group(1)))
+
 
 # Options that may change when a run is resumed; everything else defines the run.
-RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out", "sync_bn", "compile"}
+RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out", "sync_bn", "compile",
+                     "checkpoint_every"}

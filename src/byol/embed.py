@@ -39,13 +39,13 @@ def embed(init="random", data=None, **settings) -> tuple[torch.Tensor, list[tupl
     (.npy, float32) and ``out`` with .csv (row, split, image, label)."""
     config = EmbedConfig.create(**({"init": init} if isinstance(init, str) else {}), **settings)
     device = resolve_device(config.device)
-    dataset = as_splits(data if data is not None else config.data, image_size=config.image_size)
+    dataset = as_splits(data if data is not None else config.data)
+    image_size = config.image_size or min(dataset.native_size(), 64)
+    dataset = dataset.prepared(image_size)
     splits = [("train", dataset.train)] + ([("test", dataset.test)] if dataset.test is not None else [])
-    channels, height, _ = dataset.train.image_shape
-    image_size = config.image_size or height
     torch.manual_seed(config.seed)
     spec = init if not isinstance(init, str) else config.init
-    model = load_weights(getattr(spec, "encoder", spec), config.arch, channels, image_size).to(device)
+    model = load_weights(getattr(spec, "encoder", spec), config.arch, dataset.train.channels, image_size).to(device)
     model = model.to(memory_format=torch.channels_last)
     mean, std = dataset.channel_stats()
     features, rows = [], []

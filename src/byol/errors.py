@@ -19,6 +19,14 @@ class UserError(Exception):
     """Something the user can fix: the message is one line saying what and how."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C stopped a run after saving a checkpoint; the message says how to go on."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
 def first_line(error: BaseException) -> str:
     """A library's exception text cut to its first line, to quote inside a one-line UserError."""
     text = str(error).strip()

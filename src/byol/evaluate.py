@@ -117,7 +117,9 @@ def load_labelled(config: EvalConfig, data=None) -> LabelledData:
     """The training and test images of an evaluation: the dataset's own test split, or the
     test data, or else a stratified test fraction carved from the labelled images (seeded;
     recorded in the subset file)."""
-    dataset = as_splits(data if data is not None else config.data, image_size=config.image_size)
+    dataset = as_splits(data if data is not None else config.data)
+    image_size = config.image_size or min(dataset.native_size(), 64)
+    dataset = dataset.prepared(image_size)
     train = dataset.eval_train
     if train is None:
         raise DataError(f"{dataset.name} has no labels; evaluation needs class folders, a labelled CSV or a "
@@ -125,11 +127,11 @@ def load_labelled(config: EvalConfig, data=None) -> LabelledData:
     classes = dataset.classes or tuple(str(i) for i in range(dataset.num_classes))
     roles = [""] * len(train)
     if config.test_data:
-        test_dataset = as_splits(config.test_data, image_size=config.image_size or train.image_shape[1])
+        test_dataset = as_splits(config.test_data).prepared(image_size)
         test = _align_test_labels(test_dataset, classes, dataset.classes is None)
-        if test.image_shape != train.image_shape:
-            raise DataError(f"{setting('test_data')} {config.test_data}: images are {test.image_shape}, training "
-                            f"images {train.image_shape}; set {setting('image_size')}")
+        if test.channels != train.channels:
+            raise DataError(f"{setting('test_data')} {config.test_data}: images have {test.channels} channels, the "
+                            f"training images {train.channels}")
     elif dataset.test is not None and dataset.test.labels is not None:
         test = dataset.test
     else:
@@ -141,7 +143,7 @@ def load_labelled(config: EvalConfig, data=None) -> LabelledData:
               f"{setting('test_data')})", file=sys.stderr)
         test = train.subset(held)
     mean, std = dataset.channel_stats()
-    return LabelledData(dataset.name, train, test, classes, mean, std, config.image_size or train.image_shape[1], roles)
+    return LabelledData(dataset.name, train, test, classes, mean, std, image_size, roles)
 
 
 def choose_labels(data: LabelledData, fraction: float, config: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,7 +216,7 @@ def evaluate_encoder(name: str, encoder: nn.Module, data: LabelledData, config: 
 
 def _load(spec, config: EvalConfig, data: LabelledData) -> nn.Module:
     torch.manual_seed(config.seed)  # a random-init baseline is reproducible from the seed
-    return load_weights(spec, config.arch, data.train.image_shape[0], data.image_size)
+    return load_weights(spec, config.arch, data.train.channels, data.image_size)
 
 
 def default_out(inits: tuple[str, ...]) -> Path:

@@ -106,7 +106,7 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: in
     loss_weights = class_weights(train.labels, num_classes).to(device) if settings.balance == "loss" else None
     labels = train.labels.to(device)
     if train.images is not None:
-        train = ImageSet(train.images.to(device), labels)  # small labelled sets: gather on the device
+        train = train.to(device)  # small labelled sets: gather on the device
     recipe, mean_d, std_d = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
@@ -125,10 +125,11 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: in
         order = epoch_order(train.labels, num_classes, settings.balance, order_generator)
         loss_sum = torch.zeros((), device=device)
         for start, batch in zip(range(0, len(order), batch_size), train.batches(order, batch_size, device)):
-            if len(batch) < 2:
+            if len(batch.images) < 2:
                 continue  # BatchNorm cannot train on one image
-            batch_labels = labels[order[start:start + len(batch)].to(device)]
-            x = augment(batch, recipe, image_size, mean_d, std_d, generator).contiguous(memory_format=torch.channels_last)
+            batch_labels = labels[order[start:start + len(batch.images)].to(device)]
+            x = augment(batch.images, recipe, image_size, mean_d, std_d, generator, batch.sizes)
+            x = x.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, 0, peak_lr)
             with autocast(device):

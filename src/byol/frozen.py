@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
+from .augment import eval_crop_for, eval_view, normalise
 from .data import ImageSet
 from .device import autocast
 from .metrics import classification_metrics
@@ -21,24 +23,28 @@ MONITOR_K = 200  # neighbours of the standard k-NN monitor (Wu et al. 2018; the 
 def extract_features(
     encoder: nn.Module, images: torch.Tensor | ImageSet, mean: torch.Tensor, std: torch.Tensor,
     image_size: int | None = None, batch_size: int = 1024, device: torch.device | str = "cpu",
+    crop: float | None = None, progress: str | None = None,
 ) -> torch.Tensor:
-    """Features (N, D) of uint8 images — a tensor (N, C, H, W) or an ``ImageSet``, in memory
-    or streamed — with the encoder in eval mode, computed and returned on ``device``.
+    """Features (N, D) of images — a tensor (N, C, H, W) or an ``ImageSet``, in memory or
+    streamed — with the encoder in eval mode, computed and returned on ``device``.
 
-    Images are resized to ``image_size`` when it differs from theirs (the size the
-    encoder was trained at), then normalised exactly as during pre-training."""
+    Each image is seen through ``augment.eval_view``: its centred square of side ``crop`` ×
+    its shorter side (default: ``augment.eval_crop_for`` the size), resized to ``image_size``
+    (the size the encoder was trained at; default: the images' own), then normalised exactly as
+    during pre-training.  ``progress`` names a progress bar."""
     image_set = images if isinstance(images, ImageSet) else ImageSet(images)
     was_training = encoder.training
     encoder.eval()
     device = torch.device(device)
-    mean, std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
+    mean, std = mean.to(device), std.to(device)
     features = []
-    for batch in image_set.batches(torch.arange(len(image_set)), batch_size, device):
-        x = batch.float() / 255
-        if image_size is not None and x.shape[-1] != image_size:
-            x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True).clamp_(0, 1)
+    batches = image_set.batches(torch.arange(len(image_set)), batch_size, device)
+    for batch in tqdm(batches, total=-(-len(image_set) // batch_size), desc=progress, unit="batch", leave=False,
+                      disable=progress is None, dynamic_ncols=True):
+        size = image_size or batch.images.shape[-1]
+        x = eval_view(batch.images, size, eval_crop_for(size) if crop is None else crop, batch.sizes)
         with autocast(device):
-            features.append(encoder(((x - mean) / std).contiguous(memory_format=torch.channels_last)).float())
+            features.append(encoder(normalise(x, mean, std).contiguous(memory_format=torch.channels_last)).float())
     encoder.train(was_training)
     return torch.cat(features)
 

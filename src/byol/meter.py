@@ -2,6 +2,7 @@
 for data, shown on a progress bar and logged, kept out of the training step's way."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -10,18 +11,33 @@ from tqdm import tqdm
 from .rundir import MetricsLog
 
 
+class Diverged(Exception):
+    """The loss stopped being a finite number at optimizer step ``step`` (learning rate ``lr``)."""
+
+    def __init__(self, step: int, lr: float):
+        super().__init__(f"non-finite loss at step {step}")
+        self.step, self.lr = step, lr
+
+
 class StepMeter:
     """Loss, images/s and data wait of one epoch's ``steps``, averaged over windows of ``log_every``
-    steps, shown on a progress bar and logged to ``log`` (rank 0; None elsewhere: no output, and
-    no reading back the loss, the loop's one host-device sync point)."""
+    steps, shown on a progress bar and logged to ``log`` (rank 0; None elsewhere: no output).
+    Each window ends by reading the losses back — the loop's one host-device sync point — and a
+    loss that is not finite raises ``Diverged`` naming the first step that went wrong."""
 
     def __init__(self, steps: int, batch_size: int, log_every: int, description: str, log: MetricsLog | None):
         self.total, self.batch_size, self.log_every, self.log = steps, batch_size, log_every, log
         self.bar = tqdm(total=steps, desc=description, unit="step", dynamic_ncols=True, mininterval=1.0,
                         disable=log is None)
-        self.loss_sum, self.loss = None, float("nan")
+        self.window, self.loss = [], float("nan")  # (step, lr, loss on the device) of the steps since the last read
         self.started = self.window_start = time.perf_counter()
         self.window_steps, self.window_wait, self.epoch_wait, self.steps = 0, 0.0, 0.0, 0
+
+    def __enter__(self) -> "StepMeter":
+        return self
+
+    def __exit__(self, *error) -> None:
+        self.bar.close()  # also when the epoch ends in an exception: the bar does not print over its message
 
     def timed(self, batches):
         """``batches``, timing how long each step waits for its batch."""
@@ -32,22 +48,32 @@ class StepMeter:
             yield batch
             fetch_start = time.perf_counter()
 
-    def update(self, loss: torch.Tensor, step: int, lr: float, tau: float | None) -> None:
-        self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()
+    def update(self, loss: torch.Tensor, step: int, lr: float, tau: float | None) -> bool:
+        """Count a step; at the end of a window read the losses back.  Returns whether it did."""
+        self.window.append((step, lr, loss.detach()))
         self.window_steps, self.steps = self.window_steps + 1, self.steps + 1
         self.bar.update()
-        if self.log is None or (self.window_steps < self.log_every and self.steps < self.total):
-            return
-        self.loss = self.loss_sum.item() / self.window_steps  # note: a CPU-GPU sync point
-        seconds = time.perf_counter() - self.window_start
-        speed, waiting = self.window_steps * self.batch_size / seconds, self.window_wait / seconds
-        tau_text = {} if tau is None else {"tau": f"{tau:.4f}"}
-        self.bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{lr:.3g}", **tau_text, img_s=f"{speed:.0f}",
-                             data_wait=f"{100 * waiting:.0f}%")
-        self.log.scalars(step, **{"train/loss": self.loss, "train/lr": lr, **({} if tau is None else {"train/tau": tau}),
-                                  "train/images_per_s": speed, "train/data_wait_fraction": waiting})
-        self.loss_sum, self.window_steps, self.window_wait = None, 0, 0.0
-        self.window_start = time.perf_counter()
+        if self.window_steps < self.log_every and self.steps < self.total:
+            return False
+        self.read(step, lr, tau)
+        return True
+
+    def read(self, step: int, lr: float, tau: float | None) -> None:
+        """End of a window: check the losses, show and log their mean."""
+        losses = torch.stack([loss for _, _, loss in self.window])
+        self.loss = losses.sum().item() / len(losses)  # note: a CPU-GPU sync point
+        if not math.isfinite(self.loss):
+            bad = int((~torch.isfinite(losses)).nonzero()[0])
+            raise Diverged(*self.window[bad][:2])
+        if self.log is not None:
+            seconds = time.perf_counter() - self.window_start
+            speed, waiting = self.window_steps * self.batch_size / seconds, self.window_wait / seconds
+            tau_text = {} if tau is None else {"tau": f"{tau:.4f}"}
+            self.bar.set_postfix(loss=f"{self.loss:.4f}", lr=f"{lr:.3g}", **tau_text, img_s=f"{speed:.0f}",
+                                 data_wait=f"{100 * waiting:.0f}%")
+            self.log.scalars(step, **{"train/loss": self.loss, "train/lr": lr, "train/images_per_s": speed,
+                                      "train/data_wait_fraction": waiting, **({} if tau is None else {"train/tau": tau})})
+        self.window, self.window_steps, self.window_wait, self.window_start = [], 0, 0.0, time.perf_counter()
 
     def close(self) -> dict:
         """The epoch's row: the last window's loss, images/s and data wait over the epoch."""

@@ -122,14 +122,13 @@ def embed_test_images(run: Run, images: int, device: torch.device) -> tuple[torc
     """Features of up to ``images`` test images (the training images when there is no test
     split), a seeded random sample; their labels (or None) and the class names."""
     config = run.config
-    dataset = load_dataset(config.data, config.dataset, config.image_size, config.strict, config.stream)
+    dataset = load_dataset(config.data, config.dataset, config.strict).prepared(config.image_size, config.stream)
     images_set = dataset.test if dataset.test is not None else dataset.train
-    height = images_set.image_shape[1]
     mean, std = dataset.normalisation(config.mean, config.std)
     index = torch.randperm(len(images_set), generator=torch.Generator().manual_seed(config.seed))[:images]
     sample = images_set.subset(index.sort().values)
     encoder = load_encoder(run.path / "encoder.safetensors").to(device)
-    features = extract_features(encoder, sample, mean, std, config.image_size or height, device=device).cpu()
+    features = extract_features(encoder, sample, mean, std, config.image_size, device=device).cpu()
     return features, sample.labels, dataset.classes or ()
 
 

@@ -15,11 +15,12 @@ import torch
 from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder
 from .config import RESUMABLE_OPTIONS, PretrainConfig
-from .data import DataSplits, ImageSet, as_splits
+from .data import Batch, DataSplits, as_splits
 from .device import autocast, fits_on_device, resolve_device
 from .distributed import Process, init_process, shard, sync_batchnorm
 from .errors import UserError, setting
-from .meter import StepMeter
+from .checkpointing import Checkpointer, stop_requests
+from .meter import Diverged, StepMeter
 from .methods import create_method
 from .methods.byol import target_momentum
 from .monitor import frozen_evaluation, knn_monitor, projection_spread, warn_if_collapsed
@@ -62,11 +63,11 @@ def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -
         [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr)
 
 
-def two_views(batch: torch.Tensor, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
+def two_views(batch: Batch, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both augmented, normalised views of a uint8 batch, channels-last."""
-    return tuple(augment(batch, recipe, image_size, mean, std, generator).contiguous(memory_format=torch.channels_last)
-                 for recipe in views)
+    """Both augmented, normalised views of a batch, channels-last."""
+    return tuple(augment(batch.images, recipe, image_size, mean, std, generator, batch.sizes)
+                 .contiguous(memory_format=torch.channels_last) for recipe in views)
 
 
 def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Tensor, device) -> torch.Tensor:
@@ -116,17 +117,19 @@ class Plan:
         order = torch.randperm(n_images, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
         return shard(order, self.config.batch_size, process)
 
-    def augmentation_seed(self, epoch: int, rank: int) -> int:
-        """The augmentation RNG is re-seeded every epoch, per rank: a run resumed at an epoch
-        boundary, with any number of processes, draws what an uninterrupted run draws."""
-        return (self.config.seed * 1_000_003 + epoch) * 4_099 + rank
+    def augmentation_seed(self, step: int, rank: int) -> int:
+        """The augmentation RNG is re-seeded every step, per rank: a run resumed at any step draws
+        what an uninterrupted run draws there."""
+        return (self.config.seed * 1_000_003 + step) * 4_099 + rank
 
 
-def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, mean, std, generator,
-                    step: int, meter: StepMeter, device: torch.device) -> tuple[int, torch.Tensor]:
+def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, mean, std, step: int,
+                    meter: StepMeter, saver: Checkpointer, rank: int, device: torch.device) -> tuple[int, torch.Tensor]:
     """One pass over ``batches``; returns the step count after it and the last batch's first view."""
     model.train()
+    generator = torch.Generator(device=device)
     for batch in meter.timed(batches):
+        generator.manual_seed(plan.augmentation_seed(step, rank))  # the draws of a step depend on nothing else
         view_1, view_2 = two_views(batch, views, plan.image_size, mean, std, generator)
         lr, tau = plan.lr(step), plan.tau(step)
         for group in optimizer.param_groups:
@@ -134,7 +137,7 @@ def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, me
         loss = optimizer_step(step_model, optimizer, view_1, view_2, device)
         model.update_target(step, plan.total_steps, momentum=tau)  # ξ ← τξ + (1 − τ)θ
         step += 1
-        meter.update(loss, step, lr, tau)
+        saver.after_step(step, window_ended=meter.update(loss, step, lr, tau))
     return step, view_1
 
 
@@ -191,16 +194,17 @@ def make_plan(config: PretrainConfig, dataset: DataSplits, process: Process) -> 
     if config.batch_size % process.world_size:
         raise UserError(f"{setting('batch_size')} {config.batch_size} (the global batch) does not split evenly over "
                         f"{process.world_size} processes; use a multiple of {process.world_size}")
-    n_images, (_, height, _) = len(dataset.train), dataset.train.image_shape
+    n_images = len(dataset.train)
     if n_images < config.batch_size:
         raise UserError(f"{setting('batch_size')} {config.batch_size} is larger than the dataset ({n_images} images)")
-    return Plan(config, config.image_size or height, n_images // config.batch_size,
-                config.batch_size // process.world_size)
+    return Plan(config, config.image_size, n_images // config.batch_size, config.batch_size // process.world_size)
 
 
 def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, process: Process,
               device: torch.device, started: float, commit: str | None) -> PretrainResult:
-    dataset = splits or as_splits(config.data, config.dataset, config.image_size, config.strict, config.stream)
+    dataset = splits or as_splits(config.data, dataset=config.dataset, strict=config.strict)
+    config = config.replace(image_size=config.image_size or min(dataset.native_size(), 64))
+    dataset = dataset.prepared(config.image_size, config.stream, strict=config.strict)
     plan = make_plan(config, dataset, process)
     mean, std = dataset.normalisation(config.mean, config.std)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -220,7 +224,7 @@ def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, pr
         run.create(config.overwrite)
         run.save_config(config.to_dict())
     log = MetricsLog(run, keep_epochs=state["epoch"]) if process.is_main else None
-    if log and state["epoch"] and not any(r["epoch"] == state["epoch"] for r in log.rows):
+    if log and 0 < state["epoch"] < config.epochs and not any(r["epoch"] == state["epoch"] for r in log.rows):
         log.epoch(state["row"])  # the checkpoint's epoch ended, but its row was not written
     row = train_epochs(model, optimizer, dataset, plan, mean, std, state, run, log, process, device, started)
     if state["epoch"] < config.epochs:
@@ -231,9 +235,10 @@ def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, pr
         return PretrainResult(None, {}, log.rows if log else [], run.path, config)
     results = finish(model.online_encoder, dataset, mean, std, plan, run, log, row, process, device)
     if process.is_main:
-        results.update(seconds=time.perf_counter() - started, device=str(device), processes=process.world_size,
-                       torch=torch.__version__, git_commit=commit)
-        run.save_results(results)
+        if "seconds" not in results:  # not finished before this invocation
+            results.update(seconds=time.perf_counter() - started, device=str(device), processes=process.world_size,
+                           torch=torch.__version__, git_commit=commit)
+            run.save_results(results)
         print_results(results, config)
         log.close()
     return PretrainResult(model.online_encoder, results, log.rows if log else [], run.path, config)
@@ -241,9 +246,9 @@ def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, pr
 
 def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, state: dict, run: RunDir,
                  log: MetricsLog | None, process: Process, device: torch.device, started: float) -> dict:
-    """The epochs from the checkpoint's (``state``, updated as they finish) to the last of this
-    invocation.  Each ends with the collapse statistic, the k-NN monitor when due, a checkpoint
-    holding its metrics row, and the row in metrics.csv.  Returns the last epoch's row."""
+    """The epochs from the checkpoint's (``state``, updated as they finish; it may stop inside an
+    epoch) to the last of this invocation.  Each ends with ``end_of_epoch``.  Returns the last
+    epoch's metrics row."""
     config = plan.config
     # DDP averages the online network's gradients; the target has none and is updated by the
     # same EMA on every rank, so it stays identical without communication.
@@ -254,41 +259,52 @@ def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, s
     # In memory: the uint8 images move to the device when they fit there, and batches are
     # gathered and augmented on it.  Streaming: workers decode, the device augments.
     train_set = dataset.train
-    if train_set.images is not None and fits_on_device(train_set.images.numel(), device):
-        train_set = ImageSet(train_set.images.to(device))
-    mean_d, std_d = mean.to(device), std.to(device)
+    if train_set.images is not None and fits_on_device(train_set.images.nbytes, device):
+        train_set = train_set.to(device)
     views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations)
-    generator = torch.Generator(device=device)
     end = config.epochs if config.stop_after is None else min(config.epochs, state["epoch"] + config.stop_after)
     if process.is_main:
         describe_run(dataset, train_set, plan, process, device, run)
-    row = state["row"]
-    for epoch in range(state["epoch"], end):
-        generator.manual_seed(plan.augmentation_seed(epoch, process.rank))
-        meter = StepMeter(plan.steps_per_epoch, config.batch_size, config.log_every,
-                          f"epoch {epoch + 1}/{config.epochs}", log)
-        batches = train_set.batches(plan.data_order(epoch, len(train_set), process), plan.rank_batch, device,
-                                    drop_last=True)
-        step, last_views = train_one_epoch(model, step_model, optimizer, batches, views, plan, mean_d, std_d, generator,
-                                           state["step"], meter, device)
-        tau = plan.tau(step - 1)
-        row = {"epoch": epoch + 1, "step": step, "lr": plan.lr(step - 1), **meter.close(),
-               "target_momentum": "" if tau is None else tau, "elapsed_s": time.perf_counter() - started}
-        if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it
-            row["collapse_std"] = projection_spread(model, last_views)
-            warn_if_collapsed(row["collapse_std"], epoch + 1, config)
-        if epoch + 1 < config.epochs and config.knn_every and (epoch + 1) % config.knn_every == 0:
-            monitor = knn_monitor(model.online_encoder, dataset, mean, std, config, plan.image_size,
-                                  device, process)
-            if monitor:
-                row["knn_top1"] = monitor["knn_top1"]
-                print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
-        state.update(epoch=epoch + 1, step=step, row=row)
-        if process.is_main:
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state,
-                                 "config": config.to_dict()})
-            if epoch + 1 < config.epochs:  # the last row waits for the final evaluation's k-NN accuracy
-                log.epoch(row)
+    with stop_requests() as requested:
+        saver = Checkpointer(run, model, optimizer, config, state, requested, process, device)
+        for epoch in range(state["epoch"], end):
+            done = state["step"] - epoch * plan.steps_per_epoch  # > 0: resumed inside this epoch
+            meter = StepMeter(plan.steps_per_epoch - done, config.batch_size, config.log_every,
+                              f"epoch {epoch + 1}/{config.epochs}", log)
+            order = plan.data_order(epoch, len(train_set), process)[done * plan.rank_batch:]
+            batches = train_set.batches(order, plan.rank_batch, device, drop_last=True)
+            try:
+                with meter:
+                    step, last_views = train_one_epoch(model, step_model, optimizer, batches, views, plan,
+                                                       mean.to(device), std.to(device), state["step"], meter, saver,
+                                                       process.rank, device)
+            except Diverged as error:
+                raise UserError(f"training diverged at epoch {epoch + 1}, step {error.step}: the loss is not finite "
+                                f"(learning rate {error.lr:.3g}); lower {setting('base_lr')} (now {config.base_lr:g})"
+                                f" or lengthen {setting('warmup_epochs')}; the last good checkpoint is kept") from None
+            state.update(epoch=epoch + 1, step=step, row=end_of_epoch(model, dataset, mean, std, plan, meter, step,
+                                                                      last_views, process, device, started))
+            saver.save(step)
+            if process.is_main and epoch + 1 < config.epochs:  # the last row waits for the final k-NN accuracy
+                log.epoch(state["row"])
+    return state["row"]
+
+
+def end_of_epoch(model, dataset: DataSplits, mean, std, plan: Plan, meter: StepMeter, step: int, last_views,
+                 process: Process, device: torch.device, started: float) -> dict:
+    """The epoch's metrics row: the meter's figures, the schedules, the collapse statistic (with
+    its warning), and the k-NN monitor when it is due."""
+    config, epoch, tau = plan.config, step // plan.steps_per_epoch, plan.tau(step - 1)
+    row = {"epoch": epoch, "step": step, "lr": plan.lr(step - 1), **meter.close(),
+           "target_momentum": "" if tau is None else tau, "elapsed_s": time.perf_counter() - started}
+    if process.is_main:  # the collapse statistic is logged, so only rank 0 computes it
+        row["collapse_std"] = projection_spread(model, last_views)
+        warn_if_collapsed(row["collapse_std"], epoch, config)
+    if epoch < config.epochs and config.knn_every and epoch % config.knn_every == 0:
+        monitor = knn_monitor(model.online_encoder, dataset, mean, std, config, plan.image_size, device, process)
+        if monitor:
+            row["knn_top1"] = monitor["knn_top1"]
+            print(f"epoch {epoch}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
     return row
 
 

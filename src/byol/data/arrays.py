@@ -1,4 +1,7 @@
-"""Images handed over from Python: arrays and tensors, (images, labels) pairs, torch Datasets."""
+"""Images as arrays: from Python (arrays and tensors, (images, labels) pairs, torch Datasets) and
+from NumPy files — (N, H, W), (N, H, W, C) or (N, C, H, W) with any number of channels (bands),
+uint8 or uint16 (16-bit microscopy keeps every level); floats are taken as [0, 1] intensities
+and kept at 16-bit precision."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,24 +11,30 @@ from ..errors import setting
 from .base import DataError, DataSplits, ImageSet
 
 
-def to_uint8_images(images) -> torch.Tensor:
-    """(N, C, H, W) uint8 from an array or tensor shaped (N, H, W), (N, C, H, W) or (N, H, W, C);
-    floats are taken as [0, 1] intensities."""
-    tensor = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
-    if tensor.ndim == 3:
-        tensor = tensor[:, None]
-    if tensor.ndim != 4:
-        raise DataError(f"{setting('data')}: images of shape {tuple(tensor.shape)}; give (N, H, W), (N, C, H, W) "
-                        "or (N, H, W, C)")
-    if tensor.shape[1] not in (1, 3) and tensor.shape[-1] in (1, 3):
-        tensor = tensor.permute(0, 3, 1, 2)  # channels last -> channels first
-    if tensor.is_floating_point():
-        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
-            raise DataError(f"{setting('data')}: float images must hold intensities in [0, 1]; scale them or give uint8")
-        tensor = (tensor * 255).round()
-    elif tensor.dtype != torch.uint8 and tensor.numel() and (tensor.min() < 0 or tensor.max() > 255):
-        raise DataError(f"{setting('data')}: integer images must be 8-bit (0..255), got values up to {int(tensor.max())}")
-    return tensor.to(torch.uint8).contiguous()
+MAX_BANDS = 16
+
+
+def images_tensor(images, where: str) -> torch.Tensor:
+    """(N, C, H, W) uint8 or uint16 from images in any of the layouts above (array or tensor)."""
+    images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if images.dtype.kind == "f":
+        if images.size and (np.nanmin(images) < 0 or np.nanmax(images) > 1):
+            raise DataError(f"{where}: float images must hold intensities in [0, 1]; scale them or store integers")
+        images = np.round(images * 65535).astype(np.uint16)
+    elif images.dtype not in (np.uint8, np.uint16):  # other integers: 8-bit when their values are
+        if images.size and (images.min() < 0 or images.max() > 65535):
+            raise DataError(f"{where}: {images.dtype} values outside 0..65535; store uint8 or uint16 images")
+        images = images.astype(np.uint8 if not images.size or images.max() <= 255 else np.uint16)
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] <= MAX_BANDS and images.shape[-1] < images.shape[1]:
+        images = images.transpose(0, 3, 1, 2)
+    elif not (images.ndim == 4 and images.shape[1] <= MAX_BANDS):
+        raise DataError(f"{where}: images of shape {images.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
+                        f"with at most {MAX_BANDS} channels")
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
 
 
 def _labels(labels, n: int) -> torch.Tensor:
@@ -41,26 +50,25 @@ def from_dataset(dataset) -> DataSplits:
     for index in range(len(dataset)):
         item = dataset[index]
         image, label = item if isinstance(item, (tuple, list)) else (item, None)
-        array = np.asarray(image) if not isinstance(image, torch.Tensor) else image
-        if isinstance(array, np.ndarray) and array.ndim == 3 and array.shape[-1] in (1, 3):
-            array = array.transpose(2, 0, 1)  # PIL / HWC arrays
-        images.append(torch.as_tensor(array if np.ndim(array) == 3 else np.asarray(array)[None]))
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] <= MAX_BANDS and array.shape[-1] < array.shape[0]:
+            array = array.transpose(2, 0, 1)  # PIL and (H, W, C) arrays
+        images.append(array if array.ndim == 3 else array[None])
         labels.append(label)
-    try:
-        stacked = to_uint8_images(torch.stack(images))
-    except RuntimeError:
-        raise DataError(f"{setting('data')}: the Dataset's images differ in size; resize them to one size") from None
+    if len({image.shape for image in images}) > 1:
+        raise DataError(f"{setting('data')}: the Dataset's images differ in size; resize them to one size")
+    stacked = images_tensor(np.stack(images), setting("data"))
     known = None if any(label is None for label in labels) else _labels(labels, len(labels))
     return DataSplits(type(dataset).__name__, ImageSet(stacked, known))
 
 
 def from_python(data) -> DataSplits:
     """``data`` given from Python as images, (images, labels) or a torch Dataset."""
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.TensorDataset):
-        return from_dataset(data)
     if isinstance(data, torch.utils.data.TensorDataset):
         data = tuple(data.tensors)
+    elif isinstance(data, torch.utils.data.Dataset):
+        return from_dataset(data)
     if isinstance(data, (tuple, list)) and len(data) == 2 and np.ndim(data[1]) == 1:
-        images = to_uint8_images(data[0])
+        images = images_tensor(data[0], setting("data"))
         return DataSplits("arrays", ImageSet(images, _labels(data[1], len(images))))
-    return DataSplits("arrays", ImageSet(to_uint8_images(data)))
+    return DataSplits("arrays", ImageSet(images_tensor(data, setting("data"))))

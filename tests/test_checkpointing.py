@@ -1,0 +1,162 @@
+"""A run survives being killed at any moment, stops cleanly when asked to, never saves
+diverged weights, and keeps a readable checkpoint whatever happens to the newest one."""
+import csv
+import json
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from byol import pretrain
+from byol.errors import UserError
+from conftest import tiny_settings
+
+# Runs byol's command line in a process that kills itself with SIGNAL when the COUNT-th call of
+# the named function begins: the faults a preempted job, an OOM kill or a power cut cause.
+HARNESS = """
+import os, signal, sys
+import byol.monitor, byol.rundir, byol.train
+point, count, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
+owners = {"step": (byol.train, "optimizer_step"), "checkpoint": (byol.rundir.RunDir, "save_checkpoint"),
+          "rename": (os, "replace"), "encoder": (byol.rundir.RunDir, "save_encoder"),
+          "probe": (byol.monitor, "linear_probe"), "results": (byol.rundir.RunDir, "save_results")}
+owner, name = owners[point]
+original, calls = getattr(owner, name), [0]
+def faulty(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == count:
+        os.kill(os.getpid(), sig)
+    return original(*args, **kwargs)
+setattr(owner, name, faulty)
+from byol.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def run_with_fault(point: str, count: int, sig: str, args: list[str], **kwargs):
+    return subprocess.run([sys.executable, "-c", HARNESS, point, str(count), sig, *args], capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def flags(tiny_idx, run, *extra):
+    return ["pretrain", "--data", str(tiny_idx), "--out", str(run), "--epochs", "3", "--batch-size", "32",
+            "--hidden-dim", "32", "--projection-dim", "16", "--knn-k", "10", "--knn-every", "1", "--device", "cpu",
+            "--log-every", "3", *extra]
+
+
+def final_state(run):
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def epochs_logged(run):
+    return [int(row["epoch"]) for row in csv.DictReader((run / "metrics.csv").open())]
+
+
+@pytest.mark.slow
+def test_killed_at_any_moment_a_resumed_run_ends_as_an_uninterrupted_one(tiny_idx, tmp_path):
+    straight = tmp_path / "straight"
+    assert run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, straight)).returncode == 0
+    run = tmp_path / "faulty"
+    # (where, at which call): mid-step after a mid-epoch checkpoint, inside a checkpoint's renames,
+    # mid-epoch again, before the encoder file, inside the final evaluation, before results.json
+    faults = [("step", 7), ("rename", 4), ("step", 5), ("checkpoint", 2), ("encoder", 1), ("probe", 1),
+              ("results", 1)]
+    for number, (point, count) in enumerate(faults):
+        resume = ["--resume"] if number else ["--checkpoint-every", "4"]
+        result = run_with_fault(point, count, "SIGKILL", flags(tiny_idx, run, *resume))
+        assert result.returncode == -signal.SIGKILL, (point, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    result = run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, run, "--resume"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_weights(final_state(run), final_state(straight))
+    assert epochs_logged(run) == [1, 2, 3]
+    finished, reference = (json.loads((r / "results.json").read_text()) for r in (run, straight))
+    assert finished["linear_top1"] == reference["linear_top1"] and finished["knn_top1"] == reference["knn_top1"]
+    # a run that has finished resumes to the same results without training or evaluating again
+    again = run_with_fault("probe", 1, "SIGKILL", flags(tiny_idx, run, "--resume"))
+    assert again.returncode == 0 and json.loads((run / "results.json").read_text()) == finished
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_sigterm_and_ctrl_c_checkpoint_the_current_step_and_resume_exactly(tiny_idx, tmp_path, sig, status):
+    straight, run = tmp_path / "straight", tmp_path / "stopped"
+    assert run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, straight)).returncode == 0
+    stopped = run_with_fault("step", 15, sig, flags(tiny_idx, run))  # the 15th step of 30, mid-epoch 2
+    assert stopped.returncode == status, stopped.stderr[-2000:]
+    message = stopped.stderr.strip().splitlines()[-1]
+    assert f"stopped by {sig} at step 15 (epoch 2)" in message and f"--out {run} --resume" in message
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 15
+    assert epochs_logged(run) == [1]
+    assert run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, run, "--resume")).returncode == 0
+    assert_same_weights(final_state(run), final_state(straight))
+    assert epochs_logged(run) == [1, 2, 3]
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_idx, tmp_path, monkeypatch):
+    import byol.train
+
+    original, calls = byol.train.optimizer_step, [0]
+
+    def blow_up_at_step_13(step_model, optimizer, *args):  # as an lr spike would, in epoch 2
+        calls[0] += 1
+        loss = original(step_model, optimizer, *args)
+        if calls[0] == 13:
+            with torch.no_grad():
+                next(step_model.parameters()).mul_(float("inf"))
+        return loss
+
+    monkeypatch.setattr(byol.train, "optimizer_step", blow_up_at_step_13)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"diverged at epoch 2, step 14: the loss is not finite \(learning rate"):
+        pretrain(**tiny_settings(tiny_idx, run, epochs=3))
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+    assert not (run / "encoder.safetensors").exists() and epochs_logged(run) == [1]
+
+
+def test_a_huge_learning_rate_is_caught_before_any_encoder_is_written(tiny_idx, tmp_path):
+    with pytest.raises(UserError, match="diverged at epoch 1.*lower base_lr"):
+        pretrain(**tiny_settings(tiny_idx, tmp_path / "run", base_lr=1e9))
+    assert not (tmp_path / "run" / "encoder.safetensors").exists()
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_a_damaged_checkpoint_resumes_from_the_previous_one(tiny_idx, tmp_path, capsys):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    pretrain(**tiny_settings(tiny_idx, straight, epochs=3, linear_probe=False))
+    pretrain(**tiny_settings(tiny_idx, run, epochs=3, stop_after=2, linear_probe=False))
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk or a copy cut short
+    pretrain(out=str(run), resume=True)
+    assert "last.pt: " in capsys.readouterr().err  # the warning names the file it could not read
+    assert_same_weights(final_state(run), final_state(straight))
+    assert epochs_logged(run) == [1, 2, 3]
+    for name in ("last.pt", "previous.pt"):
+        (run / "checkpoints" / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="no readable checkpoint"):
+        pretrain(out=str(run), resume=True)
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_while_checkpointing_keeps_the_previous_checkpoint(tiny_idx, tmp_path):
+    run = tmp_path / "run"
+    assert run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, run, "--stop-after", "1")).returncode == 0
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    limit = len(before) // 2  # room for the metrics and logs, not for a checkpoint
+    result = run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, run, "--resume"),
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "could not write a checkpoint" in result.stderr and "the previous checkpoint is intact" in result.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert not any(p.name.endswith(".tmp") or p.name == "next.pt" for p in (run / "checkpoints").iterdir())
+    assert run_with_fault("step", 10 ** 6, "SIGKILL", flags(tiny_idx, run, "--resume")).returncode == 0
+    assert epochs_logged(run) == [1, 2, 3]
