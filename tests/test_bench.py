@@ -34,6 +34,7 @@ def test_bench_rejects_nonsense():
         bench(arch="narrow_resnet", steps=0, device="cpu")
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_steps_agree_on_cpu():
     torch.manual_seed(0)
     eager = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16)

@@ -130,6 +130,7 @@ def test_a_huge_learning_rate_is_caught_before_any_encoder_is_written(tiny_idx, 
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_resumes_from_the_previous_one(tiny_idx, tmp_path, capsys):
     straight, run = tmp_path / "straight", tmp_path / "run"
     pretrain(**tiny_settings(tiny_idx, straight, epochs=3, linear_probe=False))

@@ -284,3 +284,85 @@ def test_gpu_jpeg_decoding_matches_the_cpu_path(tmp_path):
     assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 40, 56)
     # nvJPEG and libjpeg differ in their colour conversion by a level or two.
     assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 3
+
+
+def drac_layout(root, n=12, grades=(0, 1, 2)):
+    """DRAC22 task 3 as it ships: images in one folder, the grades in a CSV in another."""
+    images = root / "1. Original Images" / "a. Training Set"
+    labels = root / "2. Groundtruths" / "a. DRAC2022_ Diabetic Retinopathy Grading_Training Labels.csv"
+    labels.parent.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        save(images / f"{82 + i}.png", np.full((24, 24, 3), 30 * grades[i % 3], np.uint8))
+        rows.append((f"{82 + i}.png", grades[i % 3]))
+    write_csv(labels, rows, header=("image name", "DR grade"))
+    return labels, images
+
+
+def test_drac22_layout_as_it_ships(tmp_path):
+    labels, images = drac_layout(tmp_path)
+    dataset = load_dataset(labels, images=str(images))
+    assert dataset.train.labels.tolist() == [0, 1, 2] * 4 and dataset.train.names[0] == "82.png"
+    assert dataset.prepared(16).train.images.shape == (12, 3, 24, 24)
+    with pytest.raises(DataError, match="12 images not found in .*2. Groundtruths.*point images at the folder"):
+        load_dataset(labels)  # the images are not beside the CSV
+    with pytest.raises(DataError, match=r"no column 'grade level' \(label_column\); its columns are: image name, DR grade"):
+        load_dataset(labels, images=str(images), label_column="grade level")
+    (images / "85.png").unlink()
+    with pytest.raises(DataError, match=r"names 1 images not found .*first: 85.png"):
+        load_dataset(labels, images=str(images))
+
+
+def test_grading_csvs_with_ids_instead_of_files(tmp_path):
+    for i, grade in enumerate((0, 2, 4)):  # EyePACS: image, level; files are ids + .jpeg
+        save(tmp_path / "train" / f"{10 + i}_left.jpeg", np.full((20, 20, 3), 50 * i, np.uint8))
+    write_csv(tmp_path / "trainLabels.csv", [("10_left", 0), ("11_left", 2), ("12_left", 4)], header=("image", "level"))
+    eyepacs = load_dataset(tmp_path / "trainLabels.csv", images=str(tmp_path / "train"))
+    assert eyepacs.train.labels.tolist() == [0, 2, 4] and eyepacs.train.names == ["10_left.jpeg", "11_left.jpeg", "12_left.jpeg"]
+    write_csv(tmp_path / "aptos.csv", [("10_left", 1), ("12_left", 0)], header=("id_code", "diagnosis"))
+    assert load_dataset(tmp_path / "aptos.csv", images=str(tmp_path / "train")).train.labels.tolist() == [1, 0]
+    write_csv(tmp_path / "odd.csv", [("10_left", 1)], header=("picture", "score"))
+    with pytest.raises(DataError, match=r"no image column among its columns \(picture, score\); name it with image_column"):
+        load_dataset(tmp_path / "odd.csv", images=str(tmp_path / "train"))
+    odd = load_dataset(tmp_path / "odd.csv", images=str(tmp_path / "train"), image_column="picture", label_column="score")
+    assert odd.train.labels.tolist() == [1]
+
+
+def test_pretraining_sources_add_images_but_not_labels(tmp_path):
+    from byol.data import with_unlabeled
+
+    labels, images = drac_layout(tmp_path / "drac")
+    for i in range(5):
+        save(tmp_path / "test-images" / f"{i}.png", np.zeros((30, 24, 3), np.uint8))
+    splits = with_unlabeled(load_dataset(labels, images=str(images)), [load_dataset(tmp_path / "test-images")])
+    assert len(splits.train) == 17 and splits.train.labels is None
+    assert splits.eval_train.labels.tolist() == [0, 1, 2] * 4  # evaluation keeps the labelled 12
+    prepared = splits.prepared(16)
+    assert prepared.train.images.shape[0] == 17 and prepared.train.sizes is not None  # 24 x 24 and 30 x 24 mixed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["folder", "csv"])
+def test_thousands_of_files_load_into_memory_under_a_small_open_file_limit(tmp_path, layout):
+    import resource
+    import subprocess
+    import sys
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5000):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    data = folder
+    if layout == "csv":
+        write_csv(tmp_path / "grades.csv", [(f"many/{i:04d}.png", i % 3) for i in range(5000)])
+        data = tmp_path / "grades.csv"
+    limit = 256  # far fewer descriptors than files: one per image would run out
+    result = subprocess.run(
+        [sys.executable, "-m", "byol", "pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+         "--batch-size", "500", "--image-size", "8", "--hidden-dim", "32", "--no-stream", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5000 images" in result.stdout and "in memory" in result.stdout
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()

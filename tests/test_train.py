@@ -31,6 +31,7 @@ def test_run_directory_has_everything_it_promises(tiny_idx, tmp_path):
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 2 * (320 // 32)
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_reaches_the_same_weights(tiny_idx, tmp_path):
     torch.use_deterministic_algorithms(True)
     try:

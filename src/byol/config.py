@@ -10,19 +10,46 @@ import re
 from dataclasses import dataclass
 
 from .augment import AUGMENTATION_SETS
+from .data import FORMATS
 from .methods import HEAD_NORMS, method_names
 from .optim import OPTIMIZERS
 from .errors import setting
 from .settings import Settings, is_finite, option, require
 
 @dataclass
-class PretrainConfig(Settings):
+class DataOptions(Settings):
+    """Where the images are and how to read them: the data settings every command shares."""
+
+    data: str | None = option(None, "dataset folder or file: image folder, labels CSV, idx (MNIST), CIFAR, STL-10, "
+                              "MedMNIST .npz, .npy; default: Fashion-MNIST from the Debian package "
+                              "dataset-fashion-mnist")
+    dataset: str | None = option(None, "force the format instead of recognising it", choices=FORMATS)
+    images: str | None = option(None, "the folder holding the images a labels CSV names, when it is not the CSV's "
+                                "own (DRAC22 ships them apart); default: the CSV's folder")
+    image_column: str | None = option(None, "the CSV column naming the images; default: recognised (image, image "
+                                      "name, id_code, filename, ...)")
+    label_column: str | None = option(None, "the CSV column holding the labels; default: recognised (label, DR "
+                                      "grade, diagnosis, level, grade, class, ...)")
+    window: tuple[float, ...] | None = option(None, "DICOM window CENTRE,WIDTH in the stored units after rescaling "
+                                              "(e.g. 40,400 for CT soft tissue); default: the file's own window")
+    strict: bool = option(False, "stop on unreadable image files instead of skipping them with a warning")
+
+    def check(self) -> None:
+        require(self.window is None or (len(self.window) == 2 and self.window[1] > 0), "window",
+                f"needs CENTRE,WIDTH with a positive width, got {self.window}")
+
+    def read_options(self) -> dict:
+        """The keywords ``data.load_dataset`` takes from these settings."""
+        return dict(dataset=self.dataset, strict=self.strict, images=self.images, image_column=self.image_column,
+                    label_column=self.label_column, window=tuple(self.window) if self.window else None)
+
+
+@dataclass
+class PretrainConfig(DataOptions):
     """Everything that defines a pre-training run; ``byol pretrain --help`` lists it with advice."""
 
-    # where
-    data: str | None = option(None, "dataset folder or file (idx, CIFAR, STL-10, image folder, image,label CSV, MedMNIST .npz); default: Fashion-MNIST from the Debian package dataset-fashion-mnist")
-    dataset: str | None = option(None, "force the format of --data instead of recognising it: idx, cifar10, cifar100, stl10, npz, csv, folder")
-    strict: bool = option(False, "stop on unreadable image files instead of skipping them with a warning")
+    unlabeled: tuple[str, ...] = option((), "more images for pre-training only (folders, CSVs, any format): e.g. a "
+                                        "challenge's other tasks and its test images; their labels are ignored")
     mean: tuple[float, ...] | None = option(None, "per-channel mean for normalisation in [0, 1], e.g. 0.485,0.456,0.406; default: computed from the training images")
     std: tuple[float, ...] | None = option(None, "per-channel std for normalisation, e.g. 0.229,0.224,0.225; default: computed from the training images")
     stream: bool | None = option(None, "decode image files batch by batch from disk instead of all into memory; default: stream only when they would take over a quarter of the free RAM")
@@ -77,6 +104,7 @@ class PretrainConfig(Settings):
     log_every: int = option(20, "steps between progress updates (each reads the loss back from the device)")
 
     def check(self) -> None:
+        super().check()
         require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
         require(self.batch_size >= 2, "batch_size", f"must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
         require(self.base_lr > 0 and is_finite(self.base_lr), "base_lr", f"must be a positive number, got {self.base_lr}")

@@ -11,16 +11,16 @@ import torch
 from .data import as_splits
 from .device import resolve_device
 from .frozen import extract_features
-from .settings import Settings, option, require
+from .config import DataOptions
+from .settings import option, require
 from .weights import load_weights
 
 
 @dataclass
-class EmbedConfig(Settings):
+class EmbedConfig(DataOptions):
     """Settings of ``byol embed``."""
 
     init: str = option("random", "the encoder: byol:RUN_DIR, a run directory, a weights file, or random")
-    data: str | None = option(None, "images (any format byol reads; labels optional); default: Fashion-MNIST")
     out: str | None = option(None, "features file FILE.npy (the image list FILE.csv is written beside it)")
     arch: str = option("narrow_resnet", "encoder for random init or a .pth state dict")
     image_size: int | None = option(None, "side the images are resized to; default: the dataset's")
@@ -28,6 +28,7 @@ class EmbedConfig(Settings):
     seed: int = option(0, "seed of a random init")
 
     def check(self) -> None:
+        super().check()
         require(self.out is None or self.out.endswith(".npy"), "out",
                 f"{self.out}: give a .npy path (the image list is written beside it as .csv)")
 
@@ -39,7 +40,7 @@ def embed(init="random", data=None, **settings) -> tuple[torch.Tensor, list[tupl
     (.npy, float32) and ``out`` with .csv (row, split, image, label)."""
     config = EmbedConfig.create(**({"init": init} if isinstance(init, str) else {}), **settings)
     device = resolve_device(config.device)
-    dataset = as_splits(data if data is not None else config.data)
+    dataset = as_splits(data if data is not None else config.data, **config.read_options())
     image_size = config.image_size or min(dataset.native_size(), 64)
     dataset = dataset.prepared(image_size)
     splits = [("train", dataset.train)] + ([("test", dataset.test)] if dataset.test is not None else [])

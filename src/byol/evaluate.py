@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import DataOptions
 from .data import DataError, ImageSet, as_splits
 from .device import resolve_device
 from .errors import setting
@@ -33,14 +34,12 @@ INIT_HELP = ("the encoder(s) to score: byol:RUN_DIR (or a run directory) | rando
 
 
 @dataclass
-class EvalConfig(FinetuneSettings):
+class EvalConfig(FinetuneSettings, DataOptions):
     """Settings of ``byol eval`` / ``finetune`` / ``compare`` (the fine-tuning recipe included)."""
 
     init: tuple[str, ...] = option((), INIT_HELP)
     protocols: tuple[str, ...] = option(PROTOCOLS, "evaluation protocols: knn (weighted cosine vote), linear "
                                         "(logistic-regression probe), finetune (whole encoder + head)", choices=PROTOCOLS)
-    data: str | None = option(None, "labelled images: class folders, image,label CSV, idx, CIFAR, STL-10, npz; "
-                              "default: Fashion-MNIST")
     test_data: str | None = option(None, "test images with labels, when the data has no test split")
     test_fraction: float = option(0.2, "without a test split or test data: stratified share of the labelled "
                                   "images held out as test set")
@@ -63,7 +62,8 @@ class EvalConfig(FinetuneSettings):
     seed: int = option(0, "seed of random init, label subsets, splits and fine-tuning")
 
     def check(self) -> None:
-        super().check()
+        FinetuneSettings.check(self)
+        DataOptions.check(self)
         for fraction in self.label_fraction:
             require(0 < fraction <= 1, "label_fraction", f"{fraction}: give a fraction in (0, 1], e.g. 0.01 for 1 % "
                     "of the labels")
@@ -117,7 +117,7 @@ def load_labelled(config: EvalConfig, data=None) -> LabelledData:
     """The training and test images of an evaluation: the dataset's own test split, or the
     test data, or else a stratified test fraction carved from the labelled images (seeded;
     recorded in the subset file)."""
-    dataset = as_splits(data if data is not None else config.data)
+    dataset = as_splits(data if data is not None else config.data, **config.read_options())
     image_size = config.image_size or min(dataset.native_size(), 64)
     dataset = dataset.prepared(image_size)
     train = dataset.eval_train
@@ -127,7 +127,7 @@ def load_labelled(config: EvalConfig, data=None) -> LabelledData:
     classes = dataset.classes or tuple(str(i) for i in range(dataset.num_classes))
     roles = [""] * len(train)
     if config.test_data:
-        test_dataset = as_splits(config.test_data).prepared(image_size)
+        test_dataset = as_splits(config.test_data, **config.read_options()).prepared(image_size)
         test = _align_test_labels(test_dataset, classes, dataset.classes is None)
         if test.channels != train.channels:
             raise DataError(f"{setting('test_data')} {config.test_data}: images have {test.channels} channels, the "
@@ -183,8 +183,8 @@ def score(protocol: str, encoder: nn.Module, data: LabelledData, fit: torch.Tens
 
 
 def evaluate_encoder(name: str, encoder: nn.Module, data: LabelledData, config: EvalConfig, device: torch.device,
-                     out: Path | None) -> list[dict]:
-    """Every protocol × label fraction for one encoder, on the shared splits."""
+                     splits: dict[float, tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
+    """Every protocol × label fraction for one encoder, on the shared (fit, val) ``splits``."""
     encoder = encoder.to(device).to(memory_format=torch.channels_last)
     cache = []
 
@@ -195,10 +195,7 @@ def evaluate_encoder(name: str, encoder: nn.Module, data: LabelledData, config: 
         return cache
 
     rows = []
-    for fraction in config.label_fraction:
-        fit, val = choose_labels(data, fraction, config)
-        if out is not None and not config.subset:  # a given subset file is already the record
-            write_subset(out / f"subset-{fraction:g}-seed{config.seed}.csv", data.train, data.roles, fit, val)
+    for fraction, (fit, val) in splits.items():
         for protocol in config.protocols:
             if protocol == "finetune" and isinstance(encoder, Pixels):
                 print(f"byol: skipping finetune of {name}: raw pixels have no encoder to fine-tune", file=sys.stderr)
@@ -244,9 +241,13 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
     out = Path(config.out) if config.out else default_out(config.init)
     specs = [getattr(e, "encoder", e) for e in encoders] or list(config.init)
     loaded = [_load(spec, config, labelled) for spec in specs]  # every encoder loads before any runs
+    splits = {fraction: choose_labels(labelled, fraction, config) for fraction in config.label_fraction}
     out.mkdir(parents=True, exist_ok=True)
+    if not config.subset:  # a given subset file is already the record
+        for fraction, (fit, val) in splits.items():
+            write_subset(out / f"subset-{fraction:g}-seed{config.seed}.csv", labelled.train, labelled.roles, fit, val)
     rows = [row for name, encoder in zip(config.init, loaded)
-            for row in evaluate_encoder(name, encoder, labelled, config, device, out)]
+            for row in evaluate_encoder(name, encoder, labelled, config, device, splits)]
     print_table(rows)
     write_results(rows, out, stem, labelled.name, labelled.classes,
                   f"{len(labelled.train)} labelled training images, {len(labelled.test)} test images; selection "

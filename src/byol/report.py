@@ -122,7 +122,7 @@ def embed_test_images(run: Run, images: int, device: torch.device) -> tuple[torc
     """Features of up to ``images`` test images (the training images when there is no test
     split), a seeded random sample; their labels (or None) and the class names."""
     config = run.config
-    dataset = load_dataset(config.data, config.dataset, config.strict).prepared(config.image_size, config.stream)
+    dataset = load_dataset(config.data, **config.read_options()).prepared(config.image_size, config.stream)
     images_set = dataset.test if dataset.test is not None else dataset.train
     mean, std = dataset.normalisation(config.mean, config.std)
     index = torch.randperm(len(images_set), generator=torch.Generator().manual_seed(config.seed))[:images]

@@ -15,7 +15,7 @@ import torch
 from .augment import augment, byol_views
 from .backbones import ARCHITECTURES, create_encoder
 from .config import RESUMABLE_OPTIONS, PretrainConfig
-from .data import Batch, DataSplits, as_splits
+from .data import Batch, DataSplits, as_splits, with_unlabeled
 from .device import autocast, fits_on_device, resolve_device
 from .distributed import Process, init_process, shard, sync_batchnorm
 from .errors import UserError, setting
@@ -202,7 +202,8 @@ def make_plan(config: PretrainConfig, dataset: DataSplits, process: Process) -> 
 
 def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, process: Process,
               device: torch.device, started: float, commit: str | None) -> PretrainResult:
-    dataset = splits or as_splits(config.data, dataset=config.dataset, strict=config.strict)
+    dataset = splits or as_splits(config.data, **config.read_options())
+    dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
     config = config.replace(image_size=config.image_size or min(dataset.native_size(), 64))
     dataset = dataset.prepared(config.image_size, config.stream, strict=config.strict)
     plan = make_plan(config, dataset, process)
