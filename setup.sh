@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine: the Fashion-MNIST package, a
 # virtualenv in .venv with PyTorch, and byol installed in it (editable, with the test,
-# TensorBoard and report extras).  Safe to run again: finished steps are skipped.
+# TensorBoard, report, timm, medical-image and export extras).  Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,4 +16,4 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   # The versions this project is tested with; any torch >= 2.4 works (pyproject.toml).
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 fi
-.venv/bin/pip install -q -e ".[test,tensorboard,report]"
+.venv/bin/pip install -q -e ".[test,tensorboard,report,timm,medical,export]"

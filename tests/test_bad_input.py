@@ -107,11 +107,11 @@ CASES = {
     "init-from missing": (["pretrain", "--data", "{p}/idx", "--init-from", "{p}/nothing.safetensors", *TINY],
                           ["--init-from", "no weights file"]),
     "init-from not weights": (["pretrain", "--data", "{p}/idx", "--init-from", "{p}/junk.safetensors", *TINY],
-                              ["--init-from", "not a byol encoder file"]),
+                              ["--init-from", "not a weights file"]),
     "resume and init-from": (["pretrain", "--resume", "--init-from", "x.safetensors"], ["--init-from", "--resume"]),
     # eval / finetune / compare
     "eval without weights": (["eval", "knn", "--init", "{p}/nothing", "--data", "{p}/idx"], ["no weights file"]),
-    "eval of junk weights": (["eval", "linear", "--init", "{p}/junk.pth", "--data", "{p}/idx"], ["not a PyTorch state dict"]),
+    "eval of junk weights": (["eval", "linear", "--init", "{p}/junk.pth", "--data", "{p}/idx"], ["not a weights file"]),
     "eval protocol unknown": (["eval", "svm", "--init", "random"], ["invalid choice", "svm"]),
     "label fraction 2": (["eval", "knn", "--init", "random", "--data", "{p}/idx", "--label-fraction", "2"],
                          ["--label-fraction", "(0, 1]"]),

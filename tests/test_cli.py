@@ -100,7 +100,7 @@ def test_eval_errors_are_one_line(tiny_idx, tmp_path):
                           "no weights file")
     (tmp_path / "junk.pth").write_bytes(b"not a state dict")
     assert_one_line_error(run_cli("eval", "linear", "--init", str(tmp_path / "junk.pth"), "--data", str(tiny_idx)),
-                          "not a PyTorch state dict")
+                          "not a weights file")
     assert_one_line_error(run_cli("eval", "svm", "--init", "random"), "invalid choice")
 
 

@@ -366,3 +366,44 @@ def test_thousands_of_files_load_into_memory_under_a_small_open_file_limit(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "5000 images" in result.stdout and "in memory" in result.stdout
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+def test_four_band_sixteen_bit_tiffs_keep_their_bands_and_levels(tmp_path):
+    import tifffile
+
+    from byol.augment import eval_view
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "tiles").mkdir()
+    for i in range(6):
+        tifffile.imwrite(tmp_path / "tiles" / f"{i}.tif", rng.integers(0, 65535, (20, 24, 4), dtype=np.uint16))
+    base = np.full((20, 24, 4), 30000, np.uint16)
+    tifffile.imwrite(tmp_path / "tiles" / "a.tif", base)
+    tifffile.imwrite(tmp_path / "tiles" / "b.tif", base + 100)  # 100 levels: below one 8-bit step (257)
+    dataset = load_dataset(tmp_path / "tiles").prepared(16)
+    images = dataset.train.images
+    assert images.shape == (8, 4, 20, 24) and images.dtype == torch.uint16
+    names = dataset.train.names
+    a, b = images[names.index("a.tif")], images[names.index("b.tif")]
+    assert int(b[2, 5, 5]) - int(a[2, 5, 5]) == 100
+    mean, std = dataset.channel_stats()
+    views = (eval_view(torch.stack([a, b]), 16) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    assert (views[1] - views[0]).abs().min() > 0  # the two images stay apart after normalisation
+
+
+def test_dicom_rescale_and_window_are_applied_and_the_bit_depth_kept(tmp_path):
+    from conftest import write_dicom
+
+    stored = np.tile(np.arange(0, 4000, 250, dtype=np.uint16), (16, 1))  # 16 columns of stored values
+    write_dicom(tmp_path / "ct" / "a.dcm", stored, slope=1.0, intercept=-1024.0, window=(40.0, 400.0))
+    write_dicom(tmp_path / "ct" / "b.dcm", stored, slope=2.0, intercept=-1024.0)  # no window: the stored range
+    dataset = load_dataset(tmp_path / "ct").prepared(16)
+    assert dataset.train.images.dtype == torch.uint16 and dataset.train.images.shape == (2, 1, 16, 16)
+    a = dataset.train.images[dataset.train.names.index("a.dcm"), 0, 0].double()
+    hounsfield = stored[0].astype(float) - 1024  # slope 1, intercept -1024
+    expected = np.clip((hounsfield - (40 - 200)) / 400, 0, 1) * 65535  # window 40 +- 200 onto 16 bits
+    assert np.abs(a.numpy() - expected).max() <= 1
+    b = dataset.train.images[dataset.train.names.index("b.dcm"), 0, 0].double().numpy()
+    assert b[0] == 0 and b[-1] == 65535  # the file's whole range
+    narrow = load_dataset(tmp_path / "ct", window=(0.0, 100.0)).prepared(16).train.images[0, 0, 0].double().numpy()
+    assert (narrow == 65535).sum() > (a.numpy() == 65535).sum()  # a narrower window given by the user saturates more

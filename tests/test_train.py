@@ -132,3 +132,48 @@ def test_images_from_python_pretrain_and_resume_only_from_python(tmp_path):
         pretrain(out=str(tmp_path / "run"), resume=True)
     finished = pretrain((images, labels), out=str(tmp_path / "run"), resume=True)
     assert finished.encoder(torch.zeros(2, 3, 12, 12)).shape == (2, 256)
+
+
+@pytest.mark.parametrize("kind", ["tiff", "dicom"])
+def test_four_band_tiffs_and_dicom_folders_pretrain_and_embed(tmp_path, kind):
+    import numpy as np
+
+    from byol import embed
+    from conftest import write_dicom
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / kind
+    folder.mkdir()
+    for i in range(32):
+        if kind == "tiff":
+            import tifffile
+
+            tifffile.imwrite(folder / f"{i}.tif", rng.integers(0, 65535, (16, 16, 4), dtype=np.uint16))
+        else:
+            write_dicom(folder / f"{i}.dcm", rng.integers(0, 4095, (16, 16)), intercept=-1024.0, window=(40.0, 400.0))
+    run = pretrain(folder, out=str(tmp_path / "run"), epochs=1, batch_size=16, hidden_dim=16, projection_dim=8)
+    channels = 4 if kind == "tiff" else 1
+    assert run.encoder.encoder_config["in_channels"] == channels and len(run.config.mean) == channels
+    features, rows = embed(run, folder)
+    assert features.shape == (32, run.encoder.num_features) and rows[0][1].endswith((".tif", ".dcm"))
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "timm:convnext_atto", "timm:vit_tiny_patch16_224"])
+def test_torchvision_and_timm_backbones_pretrain(tiny_idx, tmp_path, arch):
+    image_size = 16 if "vit" in arch else 32
+    run = pretrain(**tiny_settings(tiny_idx, tmp_path / "run", epochs=1, arch=arch, image_size=image_size,
+                                   linear_probe=False))
+    assert run.encoder.encoder_config["name"] == arch and 0 <= run.results["knn_top1"] <= 1
+    assert load_encoder(tmp_path / "run" / "encoder.safetensors").num_features == run.encoder.num_features
+
+
+def test_any_module_from_python_is_pretrained_and_resumed_only_with_it(tiny_idx, tmp_path):
+    body = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.BatchNorm2d(32), torch.nn.ReLU())
+    run = pretrain(tiny_idx, encoder=body, out=str(tmp_path / "run"), epochs=2, stop_after=1, batch_size=32,
+                   hidden_dim=16, projection_dim=8, knn_k=5)
+    assert run.config.arch == "custom"
+    with pytest.raises(UserError, match="encoder given from Python"):
+        pretrain(out=str(tmp_path / "run"), resume=True)
+    finished = pretrain(tiny_idx, encoder=body, out=str(tmp_path / "run"), resume=True)
+    assert finished.encoder.num_features == 32 and "knn_top1" in finished.results

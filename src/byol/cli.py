@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import PretrainConfig
     from .embed import EmbedConfig
     from .evaluate import EvalConfig
+    from .export import ExportConfig
     from .finetune import FinetuneSettings
     from .report import ReportConfig
 
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "statistic, a t-SNE map of each run's test embeddings, and a table comparing the runs: PNGs and "
                     "report.html (figures embedded). Needs the [report] extra (matplotlib, scikit-learn).")
     add_arguments(report, ReportConfig)
+    export = commands.add_parser(
+        "export", help="an encoder for torchvision, timm, ONNX or TorchScript, loadable in one line",
+        description="Writes a run's encoder in another library's format and prints the line that loads it, and the "
+                    "normalisation its inputs need.")
+    add_arguments(export, ExportConfig)
     embed = commands.add_parser(
         "embed", help="write an encoder's features of a set of images (.npy + .csv)",
         description="Features of every image (train split, then test split) as a float32 .npy array, with a .csv "
@@ -90,6 +96,10 @@ def run(command: str, args: dict) -> None:
         from .report import report
 
         print(f"byol report: wrote {report(**args)}")
+    elif command == "export":
+        from .export import export
+
+        export(**args)
     elif command == "embed":
         from .embed import embed
 

@@ -120,8 +120,8 @@ class RunDir:
             return state
         raise UserError(f"no readable checkpoint in {self.last.parent} ({'; '.join(errors)}); start a new run")
 
-    def save_encoder(self, encoder: torch.nn.Module) -> None:
-        atomic_write(self.encoder, lambda temporary: save_encoder(encoder, temporary))
+    def save_encoder(self, encoder: torch.nn.Module, normalisation: tuple | None = None) -> None:
+        atomic_write(self.encoder, lambda temporary: save_encoder(encoder, temporary, normalisation))
 
     def save_results(self, results: dict) -> None:
         write_text(self.results, json.dumps(results, indent=2) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .augment import augment, byol_views
-from .backbones import ARCHITECTURES, create_encoder
+from .backbones import as_encoder, create_encoder
 from .config import RESUMABLE_OPTIONS, PretrainConfig
 from .data import Batch, DataSplits, as_splits, with_unlabeled
 from .device import autocast, fits_on_device, resolve_device
@@ -41,17 +41,18 @@ class PretrainResult:
     config: PretrainConfig
 
 
-def build_model(config: PretrainConfig, in_channels: int, image_size: int) -> torch.nn.Module:
-    """The encoder (random, or the weights ``init_from`` names) inside the heads and loss of
-    ``config.method`` (``byol.methods``)."""
-    if config.arch not in ARCHITECTURES:
-        raise UserError(f"{setting('arch')} '{config.arch}' is not known; choose one of: {', '.join(ARCHITECTURES)}")
-    if config.init_from:
+def build_model(config: PretrainConfig, in_channels: int, image_size: int,
+                encoder: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The encoder — ``encoder`` (any module, from Python), the weights ``init_from`` names, or
+    ``arch`` at random initialisation — inside the heads and loss of ``config.method``."""
+    if encoder is not None:
+        encoder = as_encoder(encoder, in_channels, image_size)
+    elif config.init_from:
         encoder = load_weights(config.init_from, config.arch, in_channels, image_size, config.small_stem, "init_from")
-        expected = create_encoder(config.arch, in_channels, config.small_stem, image_size).encoder_config
-        if getattr(encoder, "encoder_config", expected) != expected:
-            raise UserError(f"{setting('init_from')} {config.init_from} holds {encoder.encoder_config}, but this run "
-                            f"builds {expected}; match {setting('arch')}/{setting('small_stem')}/{setting('image_size')}")
+        built = encoder.encoder_config
+        if (built["name"], built["in_channels"]) != (config.arch, in_channels):
+            raise UserError(f"{setting('init_from')} {config.init_from} holds {built['name']} for {built['in_channels']} "
+                            f"channel(s), but this run builds {config.arch} for {in_channels}; match {setting('arch')}")
     else:
         encoder = create_encoder(config.arch, in_channels, config.small_stem, image_size)
     return create_method(config.method, encoder, encoder.num_features, config)
@@ -142,7 +143,8 @@ def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, me
 
 
 
-def pretrain(data=None, *, config: str | Path | None = None, **settings) -> PretrainResult:
+def pretrain(data=None, *, config: str | Path | None = None, encoder: torch.nn.Module | None = None,
+             **settings) -> PretrainResult:
     """Pre-train an encoder with BYOL (or ``method``) and evaluate it; returns the encoder, the
     results, the metrics and the run directory (see ``PretrainResult``).
 
@@ -150,8 +152,10 @@ def pretrain(data=None, *, config: str | Path | None = None, **settings) -> Pret
     images from Python — an array or tensor (N, H, W) / (N, C, H, W) / (N, H, W, C), an
     (images, labels) pair, or a torch Dataset.  ``config``: a YAML file of settings.
     ``settings``: fields of ``PretrainConfig`` (``byol pretrain --help`` lists them), e.g.
-    ``epochs=30, out="runs/a"``.  With ``resume=True`` the run in ``out`` continues with its
-    saved settings, which those given here must not contradict.  Under ``torchrun`` every
+    ``epochs=30, out="runs/a"``.  ``encoder``: any ``nn.Module`` mapping images to a feature
+    vector or map, instead of ``arch`` (its weights are the starting point).  With
+    ``resume=True`` the run in ``out`` continues with its saved settings, which those given
+    here must not contradict.  Under ``torchrun`` every
     process calls this: ``batch_size`` is the global batch, and only rank 0 writes."""
     started, commit = time.perf_counter(), git_commit()  # the code that starts the run, not what is there at its end
     splits = None
@@ -160,6 +164,8 @@ def pretrain(data=None, *, config: str | Path | None = None, **settings) -> Pret
         settings["data"] = f"python:{splits.name}"
     elif data is not None:
         settings["data"] = str(data)
+    if encoder is not None:
+        settings["arch"] = "custom"
     requested = PretrainConfig.create(config, **settings)
     run = RunDir(requested.out)
     if requested.resume:
@@ -171,9 +177,12 @@ def pretrain(data=None, *, config: str | Path | None = None, **settings) -> Pret
     if splits is None and (requested.data or "").startswith("python:"):
         raise UserError(f"{run.path} was pre-trained on images given from Python: resume it from Python, "
                         "pretrain(images, resume=True, out=...)")
+    if encoder is None and requested.arch == "custom":
+        raise UserError(f"{run.path} was pre-trained with an encoder given from Python: resume it from Python, "
+                        "pretrain(..., encoder=module, resume=True)")
     process, device = init_process(resolve_device(requested.device))
     try:
-        return _pretrain(requested, run, splits, process, device, started, commit)
+        return _pretrain(requested, run, splits, encoder, process, device, started, commit)
     finally:
         if process.distributed:
             torch.distributed.destroy_process_group()
@@ -200,16 +209,18 @@ def make_plan(config: PretrainConfig, dataset: DataSplits, process: Process) -> 
     return Plan(config, config.image_size, n_images // config.batch_size, config.batch_size // process.world_size)
 
 
-def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, process: Process,
-              device: torch.device, started: float, commit: str | None) -> PretrainResult:
+def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, encoder: torch.nn.Module | None,
+              process: Process, device: torch.device, started: float, commit: str | None) -> PretrainResult:
     dataset = splits or as_splits(config.data, **config.read_options())
     dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
     config = config.replace(image_size=config.image_size or min(dataset.native_size(), 64))
     dataset = dataset.prepared(config.image_size, config.stream, strict=config.strict)
     plan = make_plan(config, dataset, process)
     mean, std = dataset.normalisation(config.mean, config.std)
+    config = config.replace(mean=tuple(round(v, 6) for v in mean.tolist()), std=tuple(round(v, 6) for v in std.tolist()))
+    mean, std = torch.tensor(config.mean), torch.tensor(config.std)  # as saved: a resumed run normalises the same
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, dataset.train.image_shape[0], plan.image_size).to(device)
+    model = build_model(config, dataset.train.channels, plan.image_size, encoder).to(device)
     if process.distributed and config.sync_bn is not False:
         model = sync_batchnorm(model, device)  # BN over the global batch, in encoder and heads, online and target
     # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU (benchmarks/cpu_step.py)
@@ -324,7 +335,7 @@ def finish(encoder, dataset: DataSplits, mean, std, plan: Plan, run: RunDir, log
     """After the last epoch: the encoder file, the final evaluation, the last metrics row.
     Each step is skipped when a resumed run finds it done."""
     if process.is_main:
-        run.save_encoder(encoder)
+        run.save_encoder(encoder, (mean.tolist(), std.tolist()))
     done = run.read_results() if process.is_main else None
     if done is not None and any(r["epoch"] == plan.config.epochs for r in log.rows):
         return done

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import feature_width
 from . import MLPHead
 
 
@@ -29,31 +30,6 @@ def target_momentum(step: int, total_steps: int, base: float) -> float:
     τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 — τ_base at k = 0, rising to 1 at k = K."""
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
-
-
-def infer_feature_dim(encoder: nn.Module, in_channels: int = 3, image_size: int = 32) -> int:
-    """Width of ``encoder``'s output vector.
-
-    Uses ``num_features`` (timm, and our backbones) when present.  Otherwise runs one
-    forward pass in **eval mode** under no_grad: a dummy forward in train mode would
-    write noise into the BatchNorm running statistics.
-    """
-    if hasattr(encoder, "num_features"):
-        return int(encoder.num_features)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            device = next(encoder.parameters()).device
-            out = encoder(torch.zeros(2, in_channels, image_size, image_size, device=device))
-    finally:
-        encoder.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(
-            f"the encoder returns shape {tuple(out.shape)}; BYOL needs (batch, features): "
-            "end it with global pooling and flatten"
-        )
-    return out.shape[1]
 
 
 class BYOL(nn.Module):
@@ -81,7 +57,8 @@ class BYOL(nn.Module):
         head_norm: str = "batchnorm",
     ):
         super().__init__()
-        feature_dim = feature_dim or infer_feature_dim(encoder)
+        # The width: the encoder's num_features (byol's and timm's have it), else one eval-mode forward.
+        feature_dim = feature_dim or getattr(encoder, "num_features", None) or feature_width(encoder, 3, 32)
         self.base_target_momentum = base_target_momentum
         # Ablations (§5, SPEC): τ = 0 makes the target the online network, τ = 1 a frozen
         # random network; without a predictor the online output is the projection itself.
