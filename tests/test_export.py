@@ -45,6 +45,7 @@ def test_timm_file_loads_with_create_model_and_checkpoint_path(tmp_path, capsys,
     assert torch.allclose(namespace["model"].eval()(images), encoder(images), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_file_runs_in_onnxruntime_with_any_batch_size(tmp_path, capsys):
     import onnxruntime
 

@@ -134,6 +134,7 @@ def test_images_from_python_pretrain_and_resume_only_from_python(tmp_path):
     assert finished.encoder(torch.zeros(2, 3, 12, 12)).shape == (2, 256)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tiff", "dicom"])
 def test_four_band_tiffs_and_dicom_folders_pretrain_and_embed(tmp_path, kind):
     import numpy as np
@@ -158,6 +159,7 @@ def test_four_band_tiffs_and_dicom_folders_pretrain_and_embed(tmp_path, kind):
     assert features.shape == (32, run.encoder.num_features) and rows[0][1].endswith((".tif", ".dcm"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "timm:convnext_atto", "timm:vit_tiny_patch16_224"])
 def test_torchvision_and_timm_backbones_pretrain(tiny_idx, tmp_path, arch):
     image_size = 16 if "vit" in arch else 32
