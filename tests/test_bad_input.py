@@ -133,7 +133,7 @@ CASES = {
     "embed missing data": (["embed", "--init", "random", "--data", "{p}/nothing", "--out", "{p}/f.npy"], ["no such file"]),
     "report on a folder that is no run": (["report", "{p}/empty"], ["is not a byol run directory"]),
     "report with negative maps": (["report", "{p}/run", "--map-images", "-1"], ["--map-images must be >= 0"]),
-    "bench with no steps": (["bench", "--steps", "0", "--device", "cpu"], ["--steps must be positive"]),
+    "bench with no time": (["bench", "--seconds", "0", "--device", "cpu"], ["--seconds must be positive"]),
     "bench on no GPU": (["bench", "--device", "cuda"], ["no CUDA GPU"]),
 }
 

@@ -8,12 +8,13 @@ from byol.cli import main
 
 def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
     assert main(["bench", "--arch", "narrow_resnet", "--image-size", "16", "--batch-size", "8", "--channels", "1",
-                 "--hidden-dim", "32", "--steps", "2", "--warmup", "1", "--repeats", "1", "--device", "cpu"]) == 0
+                 "--hidden-dim", "32", "--seconds", "2", "--repeats", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for fragment in ("images/s", "augmentation (2 views)", "forward + backward + optimizer", "EMA update",
-                     "GFLOP per source image", "FLOP utilisation", "peak memory"):
-        assert fragment in out, fragment
-    result = bench(arch="narrow_resnet", image_size=16, batch_size=8, channels=1, steps=2, warmup=1, repeats=1,
+    for fragment in ("warming up", "timing 1 x", "timing the parts", "images/s", "augmentation (2 views)",
+                     "forward + backward + optimizer", "EMA update", "GFLOP per source image", "FLOP utilisation",
+                     "peak memory"):
+        assert fragment in out, fragment  # it says what it is doing, then the table
+    result = bench(arch="narrow_resnet", image_size=16, batch_size=8, channels=1, seconds=2, repeats=1,
                    device="cpu", hidden_dim=32, peak_tflops=1.0)
     assert result.images_per_s == pytest.approx(8000 / result.step_ms)
     assert 0 < result.utilisation == pytest.approx(result.tflops / 1.0)
@@ -30,8 +31,14 @@ def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
 def test_bench_rejects_nonsense():
     from byol.errors import UserError
 
-    with pytest.raises(UserError, match="steps must be positive"):
-        bench(arch="narrow_resnet", steps=0, device="cpu")
+    with pytest.raises(UserError, match="seconds must be positive"):
+        bench(arch="narrow_resnet", seconds=0, device="cpu")
+
+
+def test_bench_defaults_fit_the_device_and_the_time_budget_sets_the_steps():
+    result = bench(seconds=0.01, repeats=1, device="cpu", batch_size=8)
+    assert (result.config.arch, result.config.image_size) == ("narrow_resnet", 28)  # the CPU preset's
+    assert result.steps == 1  # a budget shorter than a step: one step per repeat
 
 
 @pytest.mark.slow

@@ -204,9 +204,10 @@ def test_method_switch_builds_the_named_method(tmp_path):
     from byol.errors import UserError, command_line
     from byol.train import build_model
 
-    config = PretrainConfig(method="simclr", hidden_dim=32, projection_dim=16)
+    config = PretrainConfig(method="simclr", arch="narrow_resnet", hidden_dim=32, projection_dim=16)
     assert isinstance(build_model(config, 1, 28), SimCLR)
-    config = PretrainConfig(predictor=False, target_momentum=1.0, head_norm="none", hidden_dim=32, projection_dim=16)
+    config = PretrainConfig(predictor=False, target_momentum=1.0, head_norm="none", arch="narrow_resnet",
+                            hidden_dim=32, projection_dim=16)
     model = build_model(config, 1, 28)
     assert isinstance(model, BYOL) and model.fixed_target_momentum == 1.0
     assert isinstance(model.predictor, nn.Identity) and not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())

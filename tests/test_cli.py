@@ -53,18 +53,6 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     assert_one_line_error(run_cli("pretrain", "--out", str(tmp_path / "empty"), "--resume"), "no checkpoint")
 
 
-def test_shipped_configs_resolve():
-    from pathlib import Path
-
-    from byol import PretrainConfig
-
-    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
-    assert configs
-    for path in configs:
-        config = PretrainConfig.create(path)
-        assert config.arch in ("resnet18", "resnet50") and config.optimizer == "lars", path
-
-
 def test_eval_commands_score_a_run_and_random_init(tiny_idx, tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", "--data", str(tiny_idx), "--out", str(run), "--epochs", "1", "--batch-size", "32",

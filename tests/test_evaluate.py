@@ -60,8 +60,8 @@ def test_random_init_baseline_is_reproducible_from_the_seed(tmp_path):
     for prefix, n in (("train", 200), ("t10k", 100)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 12, 12)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 5, n))
-    runs = [evaluate("random", data=str(tmp_path), protocols=["knn"], knn_k=10, seed=seed,
-                     out=str(tmp_path / "out"))[0]["confusion_matrix"] for seed in (1, 1, 2)]
+    runs = [evaluate("random", data=str(tmp_path), protocols=["knn"], knn_k=10, seeds=[seed],
+                     out=str(tmp_path / "out")).rows[0]["confusion_matrix"] for seed in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
@@ -101,3 +101,93 @@ def fit_and_predict(features, labels, val_index, weight_decay):
     fit = torch.arange(len(labels))[~torch.isin(torch.arange(len(labels)), val_index)]
     classifier = fit_logistic_regression(features[fit], labels[fit], 3, weight_decay)
     return classifier(features[val_index]).argmax(dim=1)
+
+
+def test_knn_k_fits_the_bank_and_a_small_bank_does_not_vote_the_majority():
+    from byol.frozen import knn_k_for, knn_predict
+
+    assert knn_k_for(torch.arange(60_000) % 10) == 200  # the monitor's standard k on large banks
+    grades = torch.tensor([0] * 262 + [1] * 170 + [2] * 56)  # 488 labels, DRAC's proportions
+    assert knn_k_for(grades) == 22  # √488
+    bank = torch.tensor([0] * 26 + [1] * 17 + [2] * 6)  # 10 % of those labels: 49 images
+    assert knn_k_for(bank) == 6  # √49 = 7, but the rarest grade has 6
+    generator = torch.Generator().manual_seed(0)
+    # grades that separate, on a shared offset (features after a ReLU all point one way)
+    centres = torch.randn(3, 32, generator=generator) * 0.6 + 3
+    features = centres[bank] + torch.randn(49, 32, generator=generator)
+    truth = torch.tensor([0, 1, 2] * 10)
+    queries = centres[truth] + torch.randn(30, 32, generator=generator)
+    majority = knn_predict(features, bank, queries, 3, k=200).argmax(1)
+    assert (majority == 0).float().mean() > 0.8  # k = 200 in a 49-image bank: mostly the majority grade
+    fitted = knn_predict(features, bank, queries, 3, k=knn_k_for(bank)).argmax(1)
+    assert (fitted == truth).float().mean() >= 0.85 > (majority == truth).float().mean() + 0.3
+
+
+def test_cross_validated_selection_never_looks_at_test_labels():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    features = torch.randn(60, 8, generator=generator) + F.one_hot(labels, 8).float()
+    test = torch.randn(30, 8, generator=generator)
+    results = [linear_probe(features, labels, test, test_labels, 3, folds=5, seed=1)
+               for test_labels in (torch.zeros(30, dtype=torch.long), torch.arange(30) % 3)]
+    assert results[0].weight_decay == results[1].weight_decay and results[0].val_score == results[1].val_score
+    assert torch.equal(results[0].test_scores, results[1].test_scores)
+    assert results[0].selection == "5-fold cross-validation on 60 labels"
+
+
+def test_compare_repeats_every_cell_per_seed_and_chooses_settings_without_the_test_labels(tmp_path):
+    from byol import evaluate
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (120, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(120) % 3
+    images[labels == 1, :6] = 255  # grade 1: bright top, grade 2: bright bottom
+    images[labels == 2, 6:] = 255
+    runs = {}
+    for name, test_labels in (("true", labels), ("shuffled", rng.permutation(labels))):
+        # the same training images; only the labels of the images the seeds hold out as test differ
+        comparison = evaluate(["random", "pixels"], data=(images, labels if name == "true" else labels),
+                              protocols=["knn", "linear"], seeds=[0, 1, 2], label_fraction=[1.0],
+                              out=str(tmp_path / name))
+        runs[name] = comparison
+    comparison = runs["true"]
+    assert len(comparison.rows) == 2 * 2 * 3 and {row["seed"] for row in comparison.rows} == {0, 1, 2}
+    summary = comparison.summary()
+    assert len(summary) == 4 and all(cell["seeds"] == 3 and len(cell["top1"]) == 3 for cell in summary)
+    markdown = (tmp_path / "true" / "compare.md").read_text()
+    assert "±" in markdown and "Verdict rule" in markdown and "| linear | 100 % | random | pixels |" in markdown
+    assert all("cross-validation" in row["detail"] for row in comparison.rows if row["protocol"] == "linear")
+    assert (tmp_path / "true" / "subset-1-seed2.csv").is_file()
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0.80, 0.82, 0.81], [0.70, 0.71, 0.69], "better"),
+    ([0.70, 0.71, 0.69], [0.80, 0.82, 0.81], "worse"),
+    ([0.80, 0.70, 0.90], [0.78, 0.79, 0.77], "within noise"),  # a gap of 2 points, a spread of 10
+    ([0.80], [0.70], "one seed: no verdict"),
+])
+def test_verdict_rule_on_constructed_results(a, b, expected):
+    from byol.tables import verdict
+
+    assert verdict(a, b) == expected
+
+
+def test_fine_tuning_ends_at_or_above_the_probe_on_a_task_both_can_learn(tiny_idx):
+    from byol import create_encoder
+    from byol.data import load_dataset
+    from byol.finetune import FinetuneSettings, finetune, predict
+    from byol.frozen import extract_features
+
+    from byol.data import ImageSet
+
+    dataset = load_dataset(tiny_idx)
+    # the square in the top or the bottom half: a task that survives the horizontal flips of fine-tuning
+    train, test = (ImageSet(s.images, s.labels // 2) for s in (dataset.train.subset(torch.arange(0, 160)), dataset.test))
+    mean, std = dataset.channel_stats()
+    encoder = create_encoder("narrow_resnet", 1, None, 16)
+    features = [extract_features(encoder, part, mean, std, 16) for part in (train, test)]
+    probe = linear_probe(features[0], train.labels, features[1], test.labels, 2, folds=5)
+    result = finetune(encoder, train, None, 2, mean, std, 16, torch.device("cpu"),
+                      FinetuneSettings(epochs=10, min_steps=0, batch_size=32), progress=False)
+    tuned = (predict(result.model, test, mean, std, 16, torch.device("cpu")).argmax(1) == test.labels).float().mean()
+    assert tuned >= probe.accuracy and "head from the probe" in result.note

@@ -35,7 +35,7 @@ def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):
     mean, std = dataset.channel_stats()
     encoder = create_encoder("narrow_resnet", 1, None, 16)
     result = finetune(encoder, train, val, 2, mean, std, 16, torch.device("cpu"),
-                      FinetuneSettings(epochs=8, batch_size=64, lr=0.2), progress=False)
+                      FinetuneSettings(epochs=8, min_steps=0, batch_size=64, lr=0.2, head="new"), progress=False)
     assert result.val_score == max(h["top1"] for h in result.history)
     assert result.history[result.best_epoch]["top1"] == result.val_score and result.best_epoch > 0
     assert result.val_score > 0.9  # easy once the whole network trains
@@ -48,18 +48,18 @@ def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     # lr 0: weights never change (BatchNorm running statistics do, but not the scores once settled)
     result = finetune(encoder, train, val, 4, mean, std, 16, torch.device("cpu"),
-                      FinetuneSettings(epochs=20, patience=2, batch_size=64, lr=0.0), progress=False)
-    assert result.epochs_run < 20 and result.epochs_run == result.best_epoch + 2
+                      FinetuneSettings(epochs=20, min_steps=0, patience=2, batch_size=64, lr=0.0), progress=False)
+    assert len(result.history) - 1 < 20 and len(result.history) - 1 == result.best_epoch + 2
     assert torch.equal(result.model[0].conv1.weight, before["conv1.weight"])
 
 
 @pytest.mark.slow
 def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_idx, tmp_path):
     args = ["finetune", "--init", "random", "--data", str(tiny_idx), "--label-fraction", "0.25", "--epochs", "2",
-            "--batch-size", "32", "--balance", "loss", "--device", "cpu"]
+            "--min-steps", "0", "--batch-size", "32", "--balance", "loss", "--device", "cpu"]
     result = run_cli(*args, "--out", str(tmp_path / "a"))
     assert result.returncode == 0, result.stderr
-    assert "| random | finetune | 25 % | 80 |" in result.stdout
+    assert "| random | finetune | 80 (25 %) | 1 |" in result.stdout
     with (tmp_path / "a" / "subset-0.25-seed0.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     roles = [r["role"] for r in rows]
@@ -75,7 +75,7 @@ def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_id
 def test_compare_scores_every_init_on_the_same_split(tiny_idx, tmp_path):
     torch.save(create_encoder("resnet18", 1, False, 16).state_dict(), tmp_path / "imagenet-style.pth")
     assert main(["compare", "--init", "random", "--init", "pixels", "--init", str(tmp_path / "imagenet-style.pth"),
-                 "--data", str(tiny_idx), "--arch", "resnet18", "--protocols", "knn", "linear", "--knn-k", "10",
+                 "--data", str(tiny_idx), "--arch", "resnet18", "--protocols", "knn", "linear",
                  "--label-fraction", "0.5", "1",
                  "--out", str(tmp_path / "cmp"), "--device", "cpu"]) == 0
     with (tmp_path / "cmp" / "compare.csv").open() as handle:

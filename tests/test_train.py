@@ -73,7 +73,8 @@ def test_init_from_loads_the_encoder_into_a_new_run(tiny_idx, tmp_path):
     weights = tmp_path / "first" / "encoder.safetensors"
     from byol.train import build_model
 
-    config = PretrainConfig.create(**tiny_settings(tiny_idx, tmp_path / "second", init_from=str(weights)))
+    config = PretrainConfig.create(**tiny_settings(tiny_idx, tmp_path / "second", init_from=str(weights),
+                                                  arch="narrow_resnet"))
     model = build_model(config, 1, 16)
     reference = load_encoder(weights)
     for name, value in reference.state_dict().items():

@@ -70,16 +70,20 @@ DOMAIN_CHANGES = {
 
 
 def byol_views(blur: bool = True, crop_scale: tuple[float, float] = (0.08, 1.0),
-               augmentations: str = "full") -> tuple[ViewRecipe, ViewRecipe]:
+               augmentations: str = "full", image_size: int = 224) -> tuple[ViewRecipe, ViewRecipe]:
     """The asymmetric pair t, t' of the paper: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2.
 
     ``blur=False`` drops blur from both views, as CIFAR-scale recipes do on 32 px data
-    (a 3 px kernel blurs little and costs a full pass).  ``augmentations`` names a set above."""
+    (a 3 px kernel blurs little and costs a full pass).  The blur's σ range, the paper's
+    0.1–2.0 px at 224 px, scales with ``image_size`` (as its kernel, 10 % of the side, does):
+    a 64 px view is blurred as much, relative to its content, as a 224 px one.
+    ``augmentations`` names a set above."""
     if augmentations not in AUGMENTATION_SETS:
         raise ValueError(f"augmentations must be one of {AUGMENTATION_SETS}, got {augmentations!r}")
+    sigma = (0.1 * image_size / 224, 2.0 * image_size / 224)
     views = (
-        ViewRecipe(crop_scale=crop_scale, blur_prob=1.0 if blur else 0.0, solarize_prob=0.0),
-        ViewRecipe(crop_scale=crop_scale, blur_prob=0.1 if blur else 0.0, solarize_prob=0.2),
+        ViewRecipe(crop_scale=crop_scale, blur_prob=1.0 if blur else 0.0, blur_sigma=sigma, solarize_prob=0.0),
+        ViewRecipe(crop_scale=crop_scale, blur_prob=0.1 if blur else 0.0, blur_sigma=sigma, solarize_prob=0.2),
     )
     if augmentations in DOMAIN_CHANGES:
         views = tuple(replace(view, **DOMAIN_CHANGES[augmentations]) for view in views)

@@ -1,11 +1,12 @@
 """``byol bench``: how fast is a pre-training step here, and where does the time go.
 
-Images/s of whole steps after warm-up (synthetic uint8 images already on the device, so
-the data path is excluded), then the same step cut into its three parts, each timed
-with the device synchronised around it: augmentation (two views), forward + backward +
-optimizer, and the EMA update.  FLOPs are counted once with ``torch.utils.flop_counter``
-(convolutions and matmuls of the online forward/backward and the target forward), so the
-FLOP utilisation is counted work / time / the device's peak.
+Images/s of whole steps (synthetic uint8 images already on the device, so the data path is
+excluded), then the same step cut into its three parts, each timed with the device
+synchronised around it: augmentation (two views), forward + backward + optimizer, and the EMA
+update.  FLOPs are counted once with ``torch.utils.flop_counter`` (convolutions and matmuls of
+the online forward/backward and the target forward), so the FLOP utilisation is counted work /
+time / the device's peak.  The number of steps follows a time budget (``seconds``), so the
+bench takes about as long on a laptop CPU as on an H100, and says what it is doing.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .augment import byol_views
 from .config import PretrainConfig
 from .data import Batch
 from .device import resolve_device, synchronize
+from .recipes import DataFacts, resolve
 from .settings import Settings, option, require
 from .train import build_model, build_optimizer, optimizer_step, two_views
 
@@ -33,29 +35,30 @@ PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 
 class BenchConfig(Settings):
     """Settings of ``byol bench``."""
 
-    arch: str = option("resnet18", "encoder to time")
-    image_size: int = option(32, "side of the views")
-    batch_size: int = option(512, "images per step (each gives two views)")
+    arch: str | None = option(None, "encoder to time; default: the recipe's for the device (resnet18 on a GPU, "
+                              "narrow_resnet on a CPU)")
+    image_size: int | None = option(None, "side of the views; default: 32 on a GPU, 28 on a CPU")
+    batch_size: int | None = option(None, "images per step (each gives two views); default: 512 on a GPU, 256 on a CPU")
     channels: int = option(3, "image channels")
-    hidden_dim: int = option(4096, "projector / predictor hidden width")
-    steps: int = option(20, "timed steps per repeat")
-    warmup: int = option(5, "untimed steps first")
+    hidden_dim: int | None = option(None, "projector / predictor hidden width; default: the recipe's (4096 on a GPU)")
+    seconds: float = option(60.0, "about how long the whole bench runs: warm-up, timed repeats, then the parts")
     repeats: int = option(3, "timed repeats; the median is reported")
     device: str = option("auto", "cuda, cpu or auto (cuda when available)")
-    compile: bool = option(False, "torch.compile the model first")
+    compile: bool = option(False, "torch.compile the forward passes first (compiling takes a minute; see what it buys)")
     peak_tflops: float | None = option(None, "the device's peak TFLOP/s, for the utilisation column (known for "
                                        "H100/H200/A100)")
 
     def check(self) -> None:
-        for name in ("steps", "repeats", "channels"):
-            require(getattr(self, name) >= 1, name, f"must be positive, got {getattr(self, name)}")
-        require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
-        require(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
+        require(self.channels >= 1, "channels", f"must be positive, got {self.channels}")
+        require(self.repeats >= 1, "repeats", f"must be positive, got {self.repeats}")
+        require(self.seconds > 0, "seconds", f"must be positive, got {self.seconds}")
+        require(self.batch_size is None or self.batch_size >= 2, "batch_size",
+                f"must be at least 2, got {self.batch_size}")
 
 
 @dataclass
 class BenchResult:
-    config: BenchConfig
+    config: BenchConfig           # with the defaults filled in
     images_per_s: float           # source images per second, whole steps, median over repeats
     step_ms: float
     augment_ms: float
@@ -65,6 +68,7 @@ class BenchResult:
     tflops: float                 # achieved
     utilisation: float | None     # of the device's peak, when known
     peak_memory_gib: float
+    steps: int                    # timed steps per repeat
 
 
 def _peak_tflops(device: torch.device, given: float | None) -> float | None:
@@ -76,84 +80,107 @@ def _peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
+def _say(text: str) -> None:
+    print(f"byol bench: {text}", flush=True)
+
+
+class Step:
+    """The training loop's own pieces (train.py) around synthetic images: exactly its step."""
+
+    def __init__(self, settings: BenchConfig, device: torch.device):
+        gpu = device.type == "cuda"
+        size = settings.image_size or (32 if gpu else 28)
+        batch = settings.batch_size or (512 if gpu else 256)
+        config = PretrainConfig(arch=settings.arch, image_size=size, batch_size=batch, hidden_dim=settings.hidden_dim)
+        self.config = resolve(config, DataFacts(batch * 100, size, settings.channels, 8, False, device.type))[0]
+        self.settings = settings.replace(arch=self.config.arch, image_size=size, batch_size=batch,
+                                         hidden_dim=self.config.hidden_dim)
+        torch.manual_seed(0)
+        self.model = build_model(self.config, settings.channels, size).to(device).to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, self.config, 0.1)
+        self.step_model = torch.compile(self.model) if settings.compile else self.model
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.images = torch.randint(0, 256, (batch, settings.channels, size, size), dtype=torch.uint8, device=device,
+                                    generator=self.generator)
+        self.mean = torch.full((settings.channels,), 0.5, device=device)
+        self.std = torch.full((settings.channels,), 0.25, device=device)
+        self.views = byol_views(self.config.blur, (self.config.crop_min_scale, 1.0), self.config.augmentations, size)
+        self.device, self.size, self.count = device, size, 0
+
+    def make_views(self):
+        return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator)
+
+    def update(self, view_1, view_2):
+        return optimizer_step(self.step_model, self.optimizer, view_1, view_2, self.device)
+
+    def ema(self):
+        self.model.update_target(self.count, 10 ** 6)
+        self.count += 1
+
+    def __call__(self):
+        self.update(*self.make_views())
+        self.ema()
+
+    def timed(self, steps: int) -> float:
+        """Seconds per step over ``steps`` whole steps."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self()
+        synchronize(self.device)
+        return (time.perf_counter() - start) / steps
+
+
 def bench(**settings) -> BenchResult:
     """Time BYOL pre-training steps (``BenchConfig``'s settings: ``arch``, ``image_size``, ...)."""
     settings = BenchConfig.create(**settings)
-    arch, image_size, batch_size, channels = settings.arch, settings.image_size, settings.batch_size, settings.channels
-    steps, warmup, repeats, compile = settings.steps, settings.warmup, settings.repeats, settings.compile
-    target_device = resolve_device(settings.device)
-    config = PretrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, hidden_dim=settings.hidden_dim,
-                            compile=compile)
-    torch.manual_seed(0)
-    model = build_model(config, channels, image_size).to(target_device).to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config, 0.1)
-    step_model = torch.compile(model) if compile else model
-    generator = torch.Generator(device=target_device).manual_seed(0)
-    images = torch.randint(0, 256, (batch_size, channels, image_size, image_size), dtype=torch.uint8,
-                           device=target_device, generator=generator)
-    mean = torch.full((channels,), 0.5, device=target_device)
-    std = torch.full((channels,), 0.25, device=target_device)
-    views = byol_views(blur=config.blur, crop_scale=(config.crop_min_scale, 1.0))
-    total = 10 ** 6
-
-    # The training loop's own pieces (train.py), so the bench times exactly its step.
-    def make_views():
-        return two_views(Batch(images, None), views, image_size, mean, std, generator)
-
-    def update(v1, v2):
-        return optimizer_step(step_model, optimizer, v1, v2, target_device)
-
-    def whole_step(step: int):
-        update(*make_views())
-        model.update_target(step, total)
-
-    for step in range(warmup):
-        whole_step(step)
-    synchronize(target_device)
-    if target_device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(target_device)
-
-    step_times = []
-    for _ in range(repeats):
-        synchronize(target_device)
-        start = time.perf_counter()
-        for step in range(steps):
-            whole_step(step)
-        synchronize(target_device)
-        step_times.append((time.perf_counter() - start) / steps)
-
+    device = resolve_device(settings.device)
+    step = Step(settings, device)
+    settings = step.settings
+    _say(f"{settings.arch}, {settings.image_size} px, batch {settings.batch_size}, {device}"
+         f"{', compiled' if settings.compile else ''}: warming up{' (compiling)' if settings.compile else ''} ...")
+    started = time.perf_counter()
+    step(), step()  # the first steps allocate (and compile)
+    probe = step.timed(1)
+    while time.perf_counter() - started < 0.1 * settings.seconds:
+        probe = min(probe, step.timed(1))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps = max(1, int(0.6 * settings.seconds / settings.repeats / probe))
+    _say(f"timing {settings.repeats} x {steps} steps (~{probe * 1000:.0f} ms each) ...")
+    step_s = statistics.median(step.timed(steps) for _ in range(settings.repeats))
     parts = {"augment": [], "update": [], "ema": []}
-    for step in range(steps):
-        synchronize(target_device)
+    count = max(1, int(0.25 * settings.seconds / step_s))
+    _say(f"timing the parts over {count} steps ...")
+    for _ in range(count):
+        synchronize(device)
         t0 = time.perf_counter()
-        v1, v2 = make_views()
-        synchronize(target_device)
+        view_1, view_2 = step.make_views()
+        synchronize(device)
         t1 = time.perf_counter()
-        update(v1, v2)
-        synchronize(target_device)
+        step.update(view_1, view_2)
+        synchronize(device)
         t2 = time.perf_counter()
-        model.update_target(step, total)
-        synchronize(target_device)
+        step.ema()
+        synchronize(device)
         t3 = time.perf_counter()
         for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
             parts[name].append(value)
-
     with FlopCounterMode(display=False) as counter:
-        update(*make_views())
+        step.update(*step.make_views())
     flops = counter.get_total_flops()
-    step_s = statistics.median(step_times)
     achieved = flops / step_s / 1e12
-    peak = _peak_tflops(target_device, settings.peak_tflops)
-    if target_device.type == "cuda":
-        memory = torch.cuda.max_memory_allocated(target_device) / 2 ** 30
+    peak = _peak_tflops(device, settings.peak_tflops)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2 ** 30
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB → GiB (process peak RSS)
-    return BenchResult(settings, batch_size / step_s, 1000 * step_s, *(1000 * statistics.median(parts[k]) for k in parts),
-                       flops / batch_size / 1e9, achieved, achieved / peak if peak else None, memory)
+    batch = settings.batch_size
+    return BenchResult(settings, batch / step_s, 1000 * step_s, *(1000 * statistics.median(parts[k]) for k in parts),
+                       flops / batch / 1e9, achieved, achieved / peak if peak else None, memory, steps)
 
 
 def print_bench(result: BenchResult) -> None:
-    config = result.config
     parts_ms = result.augment_ms + result.update_ms + result.ema_ms
     rows = [
         ("images/s (whole steps, median)", f"{result.images_per_s:,.0f}"),
@@ -162,13 +189,14 @@ def print_bench(result: BenchResult) -> None:
         ("forward + backward + optimizer", f"{result.update_ms:.1f} ms ({100 * result.update_ms / parts_ms:.0f} %)"),
         ("EMA update", f"{result.ema_ms:.2f} ms ({100 * result.ema_ms / parts_ms:.1f} %)"),
         ("counted work", f"{result.gflop_per_image:.2f} GFLOP per source image"),
-        ("achieved", f"{result.tflops:.1f} TFLOP/s"),
+        ("achieved", f"{result.tflops:.2f} TFLOP/s"),
         ("FLOP utilisation", "n/a (give --peak-tflops)" if result.utilisation is None
          else f"{100 * result.utilisation:.1f} % of peak"),
         ("peak memory", f"{result.peak_memory_gib:.2f} GiB"),
     ]
+    config = result.config
     print(f"byol bench: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.device}"
-          f"{', compiled' if config.compile else ''}")
+          f"{', compiled' if config.compile else ''}; {config.repeats} x {result.steps} timed steps")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

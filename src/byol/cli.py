@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .export import ExportConfig
     from .finetune import FinetuneSettings
     from .report import ReportConfig
+    from .views import ViewsConfig
 
     parser = Parser(prog="byol", description="BYOL self-supervised pre-training (Grill et al. 2020).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes a run's encoder in another library's format and prints the line that loads it, and the "
                     "normalisation its inputs need.")
     add_arguments(export, ExportConfig)
+    views = commands.add_parser(
+        "views", help="a grid PNG of images next to their augmented views: what the encoder learns to ignore",
+        description="One row per image: the image as evaluation sees it, then pairs of the two BYOL views, drawn "
+                    "with a run's settings or those byol pretrain would derive for the data.")
+    add_arguments(views, ViewsConfig)
     embed = commands.add_parser(
         "embed", help="write an encoder's features of a set of images (.npy + .csv)",
         description="Features of every image (train split, then test split) as a float32 .npy array, with a .csv "
@@ -96,6 +102,10 @@ def run(command: str, args: dict) -> None:
         from .report import report
 
         print(f"byol report: wrote {report(**args)}")
+    elif command == "views":
+        from .views import draw_views
+
+        draw_views(**args)
     elif command == "export":
         from .export import export
 

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .augment import AUGMENTATION_SETS
 from .data import FORMATS
+from .errors import setting
 from .methods import HEAD_NORMS, method_names
 from .optim import OPTIMIZERS
-from .errors import setting
-from .settings import Settings, is_finite, option, require
+from .settings import Settings, is_finite, load_yaml, option, require
+
+RECIPES = Path(__file__).parent / "recipes"  # the named recipes: YAML files of settings
+
+
+def recipe_names() -> list[str]:
+    return ["auto"] + sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def recipe_values(name: str) -> dict:
+    """The settings of a named recipe ({} for auto)."""
+    return {} if name == "auto" else load_yaml(RECIPES / f"{name}.yaml")
 
 @dataclass
 class DataOptions(Settings):
@@ -71,28 +83,51 @@ class PretrainConfig(DataOptions):
                                            "target the online network, 1 a frozen random network (ablations)")
     head_norm: str = option("batchnorm", "normalisation in the projector/predictor hidden layer: batchnorm (the "
                             "paper), layernorm or none (ablations)", choices=HEAD_NORMS)
-    augmentations: str = option("full", "full (the paper's table), crop-colour (crop, flip, colour jitter, "
-                                "grayscale) or crop (crop and flip only): the augmentation ablation", choices=AUGMENTATION_SETS)
+    augmentations: str | None = option(None, "full (the paper's table), fundus or microscopy (rotations, both flips, "
+                                       "milder colour), crop-colour or crop (the paper's ablation); default: full, "
+                                       "microscopy for N-band or 16-bit images", choices=AUGMENTATION_SETS)
     # model
-    arch: str = option("narrow_resnet", "encoder: narrow_resnet (CPU preset, 1.2 M parameters), resnet18, resnet34, resnet50")
+    recipe: str = option("auto", "named settings to start from: fashion-mnist-cpu, cifar, imagenet, imagenet-300 "
+                         "(byol/recipes/*.yaml); auto derives every open setting from the data and the device; "
+                         "--config and flags override either", choices=tuple(recipe_names()))
+    arch: str | None = option(None, "encoder: narrow_resnet (1.2 M parameters, for CPUs), any torchvision model "
+                              "(resnet18, efficientnet_b0, ...) or timm:NAME; default: narrow_resnet on a CPU, "
+                              "resnet18 / resnet50 on a GPU")
     small_stem: bool | None = option(None, "3x3 stem without max-pool (stride 1; stride 2 in narrow_resnet); default: on for images <= 64 px")
-    image_size: int | None = option(None, "side of the augmented views; default: the dataset's own side")
-    hidden_dim: int = option(1024, "hidden width of projector and predictor (paper: 4096; 1024 saves 30 % of a CPU step)")
+    image_size: int | None = option(None, "side of the augmented views; default: the arrays' own side; for image "
+                                    "files their shorter side, at most 64 px on a CPU and 224 on a GPU")
+    hidden_dim: int | None = option(None, "hidden width of projector and predictor; default: 1024 on a CPU (30 % "
+                                    "faster steps), the paper's 4096 on a GPU")
     projection_dim: int = option(256, "output width of projector and predictor (paper: 256)")
     # optimisation
-    epochs: int = option(8, "pre-training epochs (paper: 1000 on ImageNet, 300 in ablations)")
-    batch_size: int = option(256, "global batch; the learning rate scales with it (paper: 4096, BYOL is robust down to 256)")
-    optimizer: str = option("lars", "lars (the paper), sgd (momentum 0.9) or adamw", choices=OPTIMIZERS)
-    base_lr: float = option(4.0, "learning rate for batch 256, scaled by batch/256 (paper ImageNet: 0.2; CIFAR recipes ~1.0 with LARS; adamw ~1e-3)")
-    weight_decay: float = option(1e-5, "weight decay on weights, not on biases or norm parameters (paper: 1.5e-6; CIFAR recipes 1e-5)")
-    warmup_epochs: float = option(0.5, "linear warm-up before the cosine decay (paper: 10 of 1000 epochs)")
-    base_target_momentum: float = option(0.95, "tau at step 0, cosine-scheduled to 1 (paper ImageNet 0.996; CIFAR recipes 0.99; runs of a few epochs learn faster with 0.95)")
+    epochs: int | None = option(None, "pre-training epochs (paper: 1000 on ImageNet, 300 in ablations); default: "
+                                "8 × √(60,000 / images) on a CPU, 100 × √(50,000 / images) on a GPU")
+    batch_size: int | None = option(None, "global batch; the learning rate scales with it (paper: 4096, BYOL is "
+                                    "robust down to 256); default: 256 on a CPU, 512 / 256 on a GPU, smaller for small sets")
+    optimizer: str | None = option(None, "lars (the paper), sgd (momentum 0.9) or adamw; default: lars, adamw for ViTs",
+                                   choices=OPTIMIZERS)
+    base_lr: float | None = option(None, "learning rate for batch 256, scaled by batch/256 (paper ImageNet: 0.2; CIFAR "
+                                   "recipes ~1.0 with LARS; AdamW ~1.5e-4); default: from the run's length")
+    weight_decay: float | None = option(None, "weight decay on weights, not on biases or norm parameters (paper: "
+                                        "1.5e-6; CIFAR recipes 1e-5; AdamW 0.05)")
+    trust_coefficient: float = option(1e-3, "LARS's trust coefficient η (the paper: 1e-3; solo-learn's CIFAR recipe "
+                                      "0.02 with lars-clip)")
+    lars_clip: bool = option(False, "clip each layer's LARS learning rate at the global one (solo-learn, LARC)")
+    warmup_epochs: float | None = option(None, "linear warm-up before the cosine decay (paper: 10 of 1000 epochs); "
+                                         "default: 6 % of the run")
+    base_target_momentum: float | None = option(None, "tau at step 0, cosine-scheduled to 1 (paper ImageNet 0.996; "
+                                                "CIFAR recipes 0.99); default: from the run's length, 0.95 for the "
+                                                "CPU preset's 1,872 steps")
     # augmentation
-    blur: bool = option(False, "Gaussian blur in the views (p = 1.0 / 0.1); CIFAR-scale recipes drop it below 64 px")
-    crop_min_scale: float = option(0.4, "smallest crop area fraction of the random resized crop (paper: 0.08; the CPU preset uses 0.4: few epochs, 28 px images)")
+    blur: bool | None = option(None, "Gaussian blur in the views (p = 1.0 / 0.1, σ scaled to the view); default: on "
+                               "from 64 px views (CIFAR-scale recipes drop it below)")
+    crop_min_scale: float | None = option(None, "smallest crop area fraction of the random resized crop (paper: "
+                                          "0.08); default: 0.08, 0.4 for short CPU runs on small images")
     # monitoring and evaluation
-    knn_every: int = option(2, "k-NN accuracy on the labelled test split every N epochs (0 = only at the end)")
-    knn_k: int = option(200, "neighbours in the k-NN vote")
+    knn_every: int | None = option(None, "k-NN accuracy on the labelled test split every N epochs (0 = only at the "
+                                   "end); default: four times in a run, only at the end above 200,000 images")
+    knn_k: int | None = option(None, "neighbours in the k-NN vote; default: √(labelled images), at most 200 and the "
+                               "smallest class's count")
     knn_temperature: float = option(0.1, "temperature of the k-NN vote weights exp(sim / T)")
     linear_probe: bool = option(True, "fit a logistic-regression probe on frozen features at the end")
     seed: int = option(0, "seed for initialisation, data order and augmentation")
@@ -105,13 +140,21 @@ class PretrainConfig(DataOptions):
 
     def check(self) -> None:
         super().check()
-        require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
-        require(self.batch_size >= 2, "batch_size", f"must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
-        require(self.base_lr > 0 and is_finite(self.base_lr), "base_lr", f"must be a positive number, got {self.base_lr}")
-        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        require(0 <= self.base_target_momentum <= 1, "base_target_momentum", f"must be in [0, 1], got {self.base_target_momentum}")
-        require(0 < self.crop_min_scale <= 1, "crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
+        unset = lambda value: value is None  # noqa: E731  (left to the recipe)
+        require(unset(self.epochs) or self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        require(unset(self.batch_size) or self.batch_size >= 2, "batch_size",
+                f"must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
+        require(unset(self.base_lr) or (self.base_lr > 0 and is_finite(self.base_lr)), "base_lr",
+                f"must be a positive number, got {self.base_lr}")
+        require(unset(self.weight_decay) or self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.trust_coefficient > 0, "trust_coefficient", f"must be positive, got {self.trust_coefficient}")
+        require(unset(self.warmup_epochs) or self.warmup_epochs >= 0, "warmup_epochs",
+                f"must be >= 0, got {self.warmup_epochs}")
+        require(unset(self.base_target_momentum) or 0 <= self.base_target_momentum <= 1, "base_target_momentum",
+                f"must be in [0, 1], got {self.base_target_momentum}")
+        require(unset(self.crop_min_scale) or 0 < self.crop_min_scale <= 1, "crop_min_scale",
+                f"must be in (0, 1], got {self.crop_min_scale}")
+        require(unset(self.hidden_dim) or self.hidden_dim >= 1, "hidden_dim", f"must be at least 1, got {self.hidden_dim}")
         require(self.temperature > 0, "temperature", f"must be positive, got {self.temperature}")
         require(self.target_momentum is None or 0 <= self.target_momentum <= 1, "target_momentum",
                 f"must be in [0, 1], got {self.target_momentum}")
@@ -120,8 +163,8 @@ class PretrainConfig(DataOptions):
                 f"and {self.method} has no target network and no predictor")
         require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                 f"must be auto, cpu or cuda, got '{self.device}'")
-        require(self.knn_every >= 0, "knn_every", f"must be >= 0, got {self.knn_every}")
-        require(self.knn_k >= 1, "knn_k", f"must be >= 1, got {self.knn_k}")
+        require(unset(self.knn_every) or self.knn_every >= 0, "knn_every", f"must be >= 0, got {self.knn_every}")
+        require(unset(self.knn_k) or self.knn_k >= 1, "knn_k", f"must be >= 1, got {self.knn_k}")
         require(self.stop_after is None or self.stop_after >= 1, "stop_after", f"must be at least 1, got {self.stop_after}")
         require(not (self.resume and self.init_from), "init_from", f"starts a new run, {setting('resume')} continues one: give only one")
         require(self.image_size is None or self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size}")

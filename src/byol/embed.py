@@ -13,7 +13,8 @@ from .device import resolve_device
 from .frozen import extract_features
 from .config import DataOptions
 from .settings import option, require
-from .weights import load_weights
+from .recipes import data_facts, default_image_size
+from .weights import encoder_config_of, load_weights
 
 
 @dataclass
@@ -22,7 +23,7 @@ class EmbedConfig(DataOptions):
 
     init: str = option("random", "the encoder: byol:RUN_DIR, a run directory, a weights file, or random")
     out: str | None = option(None, "features file FILE.npy (the image list FILE.csv is written beside it)")
-    arch: str = option("narrow_resnet", "encoder for random init or a .pth state dict")
+    arch: str = option("narrow_resnet", "encoder for random init or a .pth state dict (byol weights carry their own)")
     image_size: int | None = option(None, "side the images are resized to; default: the dataset's")
     device: str = option("auto", "cuda, cpu or auto (cuda when available)")
     seed: int = option(0, "seed of a random init")
@@ -41,14 +42,16 @@ def embed(init="random", data=None, **settings) -> tuple[torch.Tensor, list[tupl
     config = EmbedConfig.create(**({"init": init} if isinstance(init, str) else {}), **settings)
     device = resolve_device(config.device)
     dataset = as_splits(data if data is not None else config.data, **config.read_options())
-    image_size = config.image_size or min(dataset.native_size(), 64)
+    spec = init if not isinstance(init, str) else config.init
+    built = encoder_config_of(spec)
+    image_size = config.image_size or built.get("image_size") or default_image_size(data_facts(dataset, device.type))
     dataset = dataset.prepared(image_size)
     splits = [("train", dataset.train)] + ([("test", dataset.test)] if dataset.test is not None else [])
     torch.manual_seed(config.seed)
-    spec = init if not isinstance(init, str) else config.init
     model = load_weights(getattr(spec, "encoder", spec), config.arch, dataset.train.channels, image_size).to(device)
     model = model.to(memory_format=torch.channels_last)
-    mean, std = dataset.channel_stats()
+    known = getattr(model, "normalisation", None)  # what the encoder was trained with, else the data's
+    mean, std = (torch.tensor(known[0]), torch.tensor(known[1])) if known else dataset.channel_stats()
     features, rows = [], []
     for split, images in splits:
         features.append(extract_features(model, images, mean, std, image_size, device=device).cpu())

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .augment import ViewRecipe, augment
+from .augment import ViewRecipe, augment, eval_crop_for, eval_view, normalise
 from .data import ImageSet
 from .device import autocast
-from .frozen import extract_features
+from .frozen import extract_features, linear_probe
 from .metrics import classification_metrics
 from .optim import learning_rate, parameter_groups
 from .settings import Settings, option, require
@@ -31,12 +31,15 @@ BALANCING = ("none", "loss", "sampler")
 class FinetuneSettings(Settings):
     """The fine-tuning recipe (``byol finetune`` / ``byol compare`` flags)."""
 
-    epochs: int = option(50, "at most this many epochs; the best validation epoch is kept")
-    patience: int = option(0, "stop after this many epochs without a better validation score; 0: run all epochs "
-                           "(under the cosine decay the late epochs improve most; on the H100 table patience "
-                           "10-20 stopped random init at epoch 0)")
-    batch_size: int = option(256, "fine-tuning batch (at most the number of labelled images)")
-    lr: float = option(0.05, "SGD (Nesterov momentum 0.9) learning rate per 256 images, cosine decay")
+    epochs: int = option(30, "epochs of fine-tuning (at least min-steps optimizer steps: small label sets get more)")
+    min_steps: int = option(200, "at least this many optimizer steps, however few the labels")
+    patience: int = option(0, "stop after this many epochs without a better validation score; 0: run all epochs")
+    batch_size: int = option(64, "fine-tuning batch (at most the number of labelled images)")
+    lr: float = option(0.05, "SGD (Nesterov momentum 0.9) learning rate of the head per 256 images; cosine decay")
+    encoder_lr: float = option(0.1, "the encoder's learning rate as a share of the head's: a warm-started head "
+                               "and a slower encoder keep what pre-training learnt (LP-FT)")
+    head: str = option("probe", "probe: start from the linear probe on standardised features (LP-FT, Kumar et al. "
+                       "2022), so fine-tuning starts where the probe ends; new: a zero head", choices=("probe", "new"))
     weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
     crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
     balance: str = option("none", "class imbalance: loss = class-weighted cross-entropy, sampler = class-balanced "
@@ -44,9 +47,11 @@ class FinetuneSettings(Settings):
 
     def check(self) -> None:
         require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        require(self.min_steps >= 0, "min_steps", f"must be >= 0, got {self.min_steps}")
         require(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
         require(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
         require(self.lr >= 0, "lr", f"must be >= 0, got {self.lr}")
+        require(self.encoder_lr >= 0, "encoder_lr", f"must be >= 0, got {self.encoder_lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(0 < self.crop_min_scale <= 1, "crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
 
@@ -79,73 +84,170 @@ def predict(model: nn.Module, images: ImageSet, mean: torch.Tensor, std: torch.T
     return extract_features(model, images, mean, std, image_size, device=device)
 
 
+class Standardise(nn.Module):
+    """Features minus the mean, over the std, of the encoder's frozen features of the training
+    images (fixed buffers): the head sees features on one scale whatever the encoder — BYOL
+    features are ~100× a random encoder's."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: nn.Module, images: ImageSet, mean, std, image_size: int, device: torch.device) -> None:
+    """Re-estimate the encoder's BatchNorm running statistics on ``images`` (train-mode forward
+    passes, a plain average over them; no weight changes).  A random encoder's statistics are
+    the defaults (mean 0, variance 1), which describe no real activation: its eval-mode
+    features — what the probe sees — are then unlike the train-mode features fine-tuning
+    starts from.  Calibrated, they agree, for every encoder."""
+    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches
+    was_training = encoder.training
+    encoder.train()
+    mean, std = mean.to(device), std.to(device)
+    for batch in images.batches(torch.arange(len(images)), 256, device):
+        if len(batch.images) > 1:
+            view = normalise(eval_view(batch.images, image_size, eval_crop_for(image_size), batch.sizes), mean, std)
+            with autocast(device):
+                encoder(view.contiguous(memory_format=torch.channels_last))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    encoder.train(was_training)
+
+
+def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean, std, image_size: int,
+                     device: torch.device, settings: FinetuneSettings, metric: str,
+                     seed: int) -> tuple[nn.Sequential, str]:
+    """encoder → Standardise → Linear, the head warm-started from the linear probe of the frozen
+    features of ``train`` (its L2 chosen by 5-fold cross-validation on them; a 10 % split above
+    10,000 images): fine-tuning starts where the probe ends, with every encoder."""
+    encoder = encoder.to(device)
+    recalibrate_batchnorm(encoder, train, mean, std, image_size, device)
+    features = extract_features(encoder, train, mean, std, image_size, device=device).float()
+    feature_mean, feature_std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    head = nn.Linear(encoder.num_features, num_classes)
+    note = "new head"
+    if settings.head == "probe":
+        probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
+                             metric=metric, folds=5 if len(train) <= 10_000 else 0)
+        head.load_state_dict(probe.classifier.state_dict())
+        note = f"head from the probe (L2 {probe.weight_decay:g})"
+    else:
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    model = nn.Sequential(encoder, Standardise(feature_mean, feature_std), head)
+    return model.to(device).to(memory_format=torch.channels_last), note
+
+
 @dataclass
 class FinetuneResult:
-    model: nn.Sequential        # encoder + head at the best validation epoch
+    model: nn.Sequential        # encoder, Standardise, head: at the best validation epoch, or the last
     best_epoch: int
     val_score: float
     epochs_run: int
-    history: list[dict]         # per epoch (0 = before training): loss, validation metrics
+    history: list[dict]         # per epoch (0 = before training) with validation: loss, validation metrics
+    note: str = ""              # how the head started
 
 
-def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet, num_classes: int, mean: torch.Tensor,
+def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_classes: int, mean: torch.Tensor,
              std: torch.Tensor, image_size: int, device: torch.device, settings: FinetuneSettings,
              metric: str = "top1", seed: int = 0, progress: bool = True) -> FinetuneResult:
-    """Train ``encoder`` + a new linear head on ``train`` (uint8 images with labels); keep
-    the weights of the epoch with the best ``metric`` on ``val`` (early stopping by
-    selection; epoch 0 = before any step); with ``settings.patience``, stop after that many
-    epochs without improvement."""
+    """Train ``encoder`` + a head (``build_classifier``) on ``train`` with crop / flip views.  With
+    ``val``, keep the epoch with the best ``metric`` on it (epoch 0 = before any step: the probe)
+    and stop after ``patience`` epochs without improvement; without, run the fixed schedule."""
     torch.manual_seed(seed)
-    model = nn.Sequential(encoder, nn.Linear(encoder.num_features, num_classes)).to(device).to(memory_format=torch.channels_last)
+    model, note = build_classifier(encoder, train, num_classes, mean, std, image_size, device, settings, metric, seed)
     batch_size = min(settings.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = settings.epochs * steps_per_epoch
+    epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+    total_steps = epochs * steps_per_epoch
     peak_lr = settings.lr * batch_size / 256
-    optimizer = torch.optim.SGD(parameter_groups(list(model.named_parameters()), settings.weight_decay),
-                                lr=peak_lr, momentum=0.9, nesterov=True)
-    loss_weights = class_weights(train.labels, num_classes).to(device) if settings.balance == "loss" else None
-    labels = train.labels.to(device)
-    if train.images is not None:
-        train = train.to(device)  # small labelled sets: gather on the device
-    recipe, mean_d, std_d = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    order_generator = torch.Generator().manual_seed(seed)
-
-    def validate(epoch: int, loss: float) -> float:
+    encoder_groups = parameter_groups(list(model[0].named_parameters()), settings.weight_decay)
+    head_groups = parameter_groups(list(model[2].named_parameters()), settings.weight_decay)
+    for group in encoder_groups:
+        group["scale"] = settings.encoder_lr
+    optimizer = torch.optim.SGD(encoder_groups + head_groups, lr=peak_lr, momentum=0.9, nesterov=True)
+    trainer = Trainer(model, optimizer, train, num_classes, mean, std, image_size, device, settings, seed)
+    history, best = [], (-math.inf, 0, None)
+    for epoch in tqdm(range(epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, dynamic_ncols=True,
+                      leave=False):
+        loss = trainer.epoch(epoch - 1, total_steps, max(1, total_steps // 20), peak_lr) if epoch else math.nan
+        if val is None:
+            continue
         metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
                                          num_classes)
         history.append({"epoch": epoch, "loss": loss, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
-        return metrics[metric]
+        if metrics[metric] > best[0]:
+            best = (metrics[metric], epoch, copy.deepcopy(model.state_dict()))
+        elif settings.patience and epoch - best[1] >= settings.patience:
+            break
+    if val is not None:
+        model.load_state_dict(best[2])
+    return FinetuneResult(model, best[1] if val is not None else epochs, best[0], epochs, history, note)
 
-    history, step = [], 0
-    best_score, best_epoch, best_state = validate(0, math.nan), 0, copy.deepcopy(model.state_dict())
-    bar = tqdm(range(settings.epochs), desc="fine-tune", unit="epoch", disable=not progress, dynamic_ncols=True)
-    for epoch in bar:
-        model.train()
-        order = epoch_order(train.labels, num_classes, settings.balance, order_generator)
-        loss_sum = torch.zeros((), device=device)
-        for start, batch in zip(range(0, len(order), batch_size), train.batches(order, batch_size, device)):
+
+class Trainer:
+    """One epoch of fine-tuning at a time: augmented views, (class-weighted) cross-entropy, SGD
+    with a linear warm-up and cosine decay; each parameter group's lr times its ``scale``."""
+
+    def __init__(self, model, optimizer, train: ImageSet, num_classes: int, mean, std, image_size: int,
+                 device: torch.device, settings: FinetuneSettings, seed: int):
+        self.model, self.optimizer, self.settings, self.device = model, optimizer, settings, device
+        self.num_classes, self.image_size, self.step = num_classes, image_size, 0
+        self.labels = train.labels.to(device)
+        self.train = train.to(device) if train.images is not None else train  # small labelled sets: on the device
+        self.loss_weights = class_weights(train.labels, num_classes).to(device) if settings.balance == "loss" else None
+        self.recipe, self.mean, self.std = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.order_generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self, epoch: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+        self.model.train()
+        order = epoch_order(self.train.labels, self.num_classes, self.settings.balance, self.order_generator)
+        batch_size = min(self.settings.batch_size, len(self.train))
+        losses = []
+        for start, batch in zip(range(0, len(order), batch_size), self.train.batches(order, batch_size, self.device)):
             if len(batch.images) < 2:
                 continue  # BatchNorm cannot train on one image
-            batch_labels = labels[order[start:start + len(batch.images)].to(device)]
-            x = augment(batch.images, recipe, image_size, mean_d, std_d, generator, batch.sizes)
-            x = x.contiguous(memory_format=torch.channels_last)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, 0, peak_lr)
-            with autocast(device):
-                loss = F.cross_entropy(model(x).float(), batch_labels, weight=loss_weights)
-            optimizer.zero_grad(set_to_none=True)
+            labels = self.labels[order[start:start + len(batch.images)].to(self.device)]
+            x = augment(batch.images, self.recipe, self.image_size, self.mean, self.std, self.generator, batch.sizes)
+            lr = learning_rate(self.step, total_steps, warmup_steps, peak_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("scale", 1.0)
+            with autocast(self.device):
+                loss = F.cross_entropy(self.model(x.contiguous(memory_format=torch.channels_last)).float(), labels,
+                                       weight=self.loss_weights)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            step += 1
-        score = validate(epoch + 1, loss_sum.item() / steps_per_epoch)
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", **{f"val_{metric}": f"{score:.4f}"})
-        if score > best_score:
-            best_score, best_epoch = score, epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        elif settings.patience and epoch + 1 - best_epoch >= settings.patience:
-            break
-    bar.close()
-    model.load_state_dict(best_state)
-    return FinetuneResult(model, best_epoch, best_score, len(history) - 1, history)
+            self.optimizer.step()
+            losses.append(loss.detach())
+            self.step += 1
+        return torch.stack(losses).mean().item() if losses else math.nan
+
+
+def finetune_and_predict(encoder: nn.Module, fit: ImageSet, val: ImageSet, test: ImageSet, num_classes: int,
+                         mean, std, image_size: int, device: torch.device, settings: FinetuneSettings, metric: str,
+                         seed: int, cross_validate: bool) -> tuple[torch.Tensor, str]:
+    """The fine-tuning protocol of ``byol compare``: test-set scores, and how the epoch was chosen.
+    With a validation split too small to choose on (``cross_validate``), every label trains and
+    the fixed schedule's last epoch is taken, as the paper's semi-supervised protocol does."""
+    if cross_validate:
+        train = ImageSet(torch.cat([fit.images, val.images]), torch.cat([fit.labels, val.labels]),
+                         sizes=torch.cat([fit.sizes, val.sizes]) if fit.sizes is not None else None) \
+            if fit.images is not None else fit
+        result = finetune(copy.deepcopy(encoder), train, None, num_classes, mean, std, image_size, device, settings,
+                          metric, seed, progress=False)
+        detail = f"{result.note}; fixed schedule, last of {result.epochs_run} epochs (too few labels to validate on)"
+    else:
+        result = finetune(copy.deepcopy(encoder), fit, val, num_classes, mean, std, image_size, device, settings,
+                          metric, seed, progress=False)
+        detail = f"{result.note}; best epoch {result.best_epoch}/{result.epochs_run} (val {metric} {result.val_score:.4f})"
+    return predict(result.model, test, mean, std, image_size, device), detail

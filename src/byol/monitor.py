@@ -10,7 +10,7 @@ from .config import PretrainConfig
 from .data import DataSplits, ImageSet
 from .distributed import Process, gather_rows, local_rows
 from .errors import setting
-from .frozen import extract_features, knn_accuracy, linear_probe
+from .frozen import extract_features, knn_accuracy, knn_k_for, linear_probe
 from .methods import collapse_statistic, healthy_spread, is_collapsed
 
 
@@ -48,8 +48,9 @@ def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainC
     test = sharded_features(encoder, dataset.test, mean, std, image_size, device, process)
     if not process.is_main:
         return {}
+    k = config.knn_k or knn_k_for(labelled.labels)
     results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
-                                        config.knn_k, config.knn_temperature)}
+                                        k, config.knn_temperature), "knn_k": k}
     if probe:
         print("byol: final evaluation: linear probe, choosing its L2 on a validation split ...", file=sys.stderr)
         result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)

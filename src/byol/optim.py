@@ -13,16 +13,20 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
 
-    For each parameter of a group with ``lars_adapt=True`` the update
-    ``g + wd·w`` is rescaled by ``trust_coefficient·‖w‖ / ‖g + wd·w‖``; groups with
-    ``lars_adapt=False`` (biases and norm parameters, BYOL §3.3) get plain SGD with
-    momentum and no weight decay — see ``parameter_groups``.
+    For each parameter of a group with ``lars_adapt=True`` the update ``g + wd·w`` is rescaled
+    by ``trust_coefficient·‖w‖ / ‖g + wd·w‖`` — with ``clip`` (LARC, solo-learn's clip_lr) by at
+    most 1 / lr, so no layer steps faster than the global rate; groups with
+    ``lars_adapt=False`` (biases and norm parameters, BYOL §3.3) get plain SGD with momentum and
+    no weight decay — see ``parameter_groups``.
+
+    Multi-tensor (``torch._foreach_*``): a handful of kernels per group and step, not a few per
+    parameter — the step of a ResNet-18 has ~60 parameter tensors.  Nothing leaves the device.
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                 trust_coefficient: float = 1e-3):
+                 trust_coefficient: float = 1e-3, clip: bool = False):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
-                        trust_coefficient=trust_coefficient, lars_adapt=True)
+                        trust_coefficient=trust_coefficient, clip=clip, lars_adapt=True)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -32,28 +36,30 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad
-                if group["lars_adapt"]:
-                    update = update.add(p, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.norm(p), torch.norm(update)
-                    # Where either norm is 0 the ratio is undefined: fall back to 1 (no
-                    # rescaling), as the reference implementations do.  torch.where keeps
-                    # this on the device, without a host synchronisation.
-                    trust = torch.where(
-                        (param_norm > 0) & (update_norm > 0),
-                        group["trust_coefficient"] * param_norm / update_norm,
-                        torch.ones_like(param_norm),
-                    )
-                    update = update.mul(trust)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            updates = [p.grad for p in params]
+            if group["lars_adapt"]:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+                param_norm = torch.stack(torch._foreach_norm(params))
+                update_norm = torch.stack(torch._foreach_norm(updates))
+                # Where either norm is 0 the ratio is undefined: fall back to 1 (no rescaling), as
+                # the reference implementations do; torch.where keeps this on the device.
+                trust = torch.where((param_norm > 0) & (update_norm > 0),
+                                    group["trust_coefficient"] * param_norm / update_norm, torch.ones_like(param_norm))
+                if group["clip"]:
+                    trust = torch.clamp(trust / group["lr"], max=1.0) if group["lr"] > 0 else trust
+                torch._foreach_mul_(updates, list(trust.unbind()))
+            buffers = []
+            for p in params:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
-                buffer = state["momentum_buffer"]
-                buffer.mul_(group["momentum"]).add_(update)
-                p.add_(buffer, alpha=-group["lr"])
+                buffers.append(state["momentum_buffer"])
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, updates)
+            torch._foreach_add_(params, buffers, alpha=-group["lr"])
         return loss
 
 
@@ -70,10 +76,11 @@ def parameter_groups(parameters: Iterable[tuple[str, nn.Parameter]], weight_deca
     ]
 
 
-def create_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+def create_optimizer(name: str, groups: list[dict], lr: float, trust_coefficient: float = 1e-3,
+                     clip: bool = False) -> torch.optim.Optimizer:
     """``lars`` (the paper), ``sgd`` (momentum 0.9) or ``adamw``, over ``parameter_groups``."""
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=0.9, trust_coefficient=1e-3)
+        return LARS(groups, lr=lr, momentum=0.9, trust_coefficient=trust_coefficient, clip=clip)
     # The other optimizers do not know the lars_adapt key; they ignore it.
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9)

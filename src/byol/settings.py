@@ -64,7 +64,9 @@ class Settings:
 
     @classmethod
     def create(cls, config_file: str | Path | None = None, **given):
-        """Defaults, then the YAML file's values, then ``given`` (flags or keyword arguments)."""
+        """Defaults, then the YAML file's values, then ``given`` (flags or keyword arguments; None
+        means "not given": the file's value or the default stands)."""
+        given = {name: value for name, value in given.items() if value is not None}
         values = load_yaml(config_file) if config_file is not None else {}
         values.update(given)
         unknown = sorted(set(values) - cls.names())

@@ -36,3 +36,17 @@ def label_split(labels: torch.Tensor, label_fraction: float = 1.0, val_fraction:
         pool = stratified_split(labels, label_fraction, seed + 1, minimum=2)[1]
     fit, val = stratified_split(labels.cpu()[pool], val_fraction, seed)
     return pool[fit], pool[val]
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``folds`` (fit, val) index pairs: every image in exactly one val part, each class spread
+    evenly over the parts; reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    part = torch.empty(len(labels), dtype=torch.long)
+    for value in labels.unique():
+        members = (labels == value).nonzero().squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        part[members] = (torch.arange(len(members)) + int(value)) % folds  # offset: small classes fill all parts
+    everything = torch.arange(len(labels))
+    return [(everything[part != k], everything[part == k]) for k in range(folds)]

@@ -4,6 +4,8 @@ images each label fraction used (``subset-F-seedS.csv``), so a run can be repeat
 from __future__ import annotations
 
 import csv
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,7 +14,18 @@ from .data import ImageSet
 from .errors import UserError, first_line, setting
 from .metrics import METRIC_NAMES
 
-SCALAR_COLUMNS = ("init", "protocol", "label_fraction", "labels", *METRIC_NAMES, "detail")
+SCALAR_COLUMNS = ("init", "protocol", "label_fraction", "labels", "seed", *METRIC_NAMES, "detail")
+VERDICT_RULE = ("A is better than B when its mean over the seeds exceeds B's by more than twice the larger of "
+                "their spreads (standard deviations over seeds), worse in the mirror case, and within noise "
+                "otherwise; one seed gives no verdict.")
+
+
+def verdict(a: list[float], b: list[float]) -> str:
+    """'better', 'worse' or 'within noise' for scores ``a`` against ``b`` (by ``VERDICT_RULE``)."""
+    if len(a) < 2 or len(b) < 2:
+        return "one seed: no verdict"
+    gap, noise = statistics.mean(a) - statistics.mean(b), 2 * max(statistics.stdev(a), statistics.stdev(b))
+    return "better" if gap > noise else "worse" if -gap > noise else "within noise"
 
 
 def _format(key: str, value) -> str:
@@ -25,36 +38,92 @@ def _format(key: str, value) -> str:
     return str(value) if isinstance(value, int) else f"{100 * value:.2f}"
 
 
-def results_table(rows: list[dict]) -> str:
-    """Markdown table of the scalar results; percentages except QWK."""
-    columns = [c for c in SCALAR_COLUMNS if any(c in row for row in rows)]
+def _spread(key: str, values: list[float]) -> str:
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return _format(key, mean)
+    spread = statistics.stdev(values)
+    return f"{mean:.4f} ± {spread:.4f}" if key == "qwk" else f"{100 * mean:.2f} ± {100 * spread:.2f}"
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_format(c, row[c]) if c in row else "" for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def print_table(rows: list[dict]) -> None:
-    print(results_table(rows))
+@dataclass
+class Comparison:
+    """What ``byol.evaluate`` returns: one row per encoder × protocol × fraction × seed, and the
+    summaries over seeds with a verdict for every pair of encoders."""
+
+    rows: list[dict]
+    metric: str  # the selection metric, on which the verdicts are drawn
+
+    def cells(self) -> dict[tuple, list[dict]]:
+        """The rows of each (protocol, label fraction, encoder), in order of appearance."""
+        cells: dict[tuple, list[dict]] = {}
+        for row in self.rows:
+            cells.setdefault((row["protocol"], row["label_fraction"], row["init"]), []).append(row)
+        return cells
+
+    def summary(self) -> list[dict]:
+        """Per cell: the scores of every seed, their mean and spread."""
+        return [{"init": init, "protocol": protocol, "label_fraction": fraction, "labels": rows[0]["labels"],
+                 "seeds": len(rows), **{k: [row[k] for row in rows] for k in METRIC_NAMES if k in rows[0]}}
+                for (protocol, fraction, init), rows in self.cells().items()]
+
+    def verdicts(self) -> list[dict]:
+        """Every pair of encoders, per protocol and label fraction, on the selection metric."""
+        found = []
+        by_setting: dict[tuple, list[dict]] = {}
+        for cell in self.summary():
+            by_setting.setdefault((cell["protocol"], cell["label_fraction"]), []).append(cell)
+        for (protocol, fraction), cells in by_setting.items():
+            for i, a in enumerate(cells):
+                for b in cells[i + 1:]:
+                    gap = statistics.mean(a[self.metric]) - statistics.mean(b[self.metric])
+                    found.append({"protocol": protocol, "label_fraction": fraction, "a": a["init"], "b": b["init"],
+                                  "difference": gap, "verdict": verdict(a[self.metric], b[self.metric])})
+        return found
+
+    def markdown(self) -> str:
+        metrics = [k for k in METRIC_NAMES if any(k in row for row in self.rows)]
+        summary = markdown_table(["init", "protocol", "labels", "seeds", *metrics],
+                                 [[c["init"], c["protocol"], f"{c['labels']} ({_format('label_fraction', c['label_fraction'])})",
+                                   str(c["seeds"]), *(_spread(k, c[k]) for k in metrics)] for c in self.summary()])
+        verdicts = self.verdicts()
+        if not verdicts:
+            return summary
+        scale = 1 if self.metric == "qwk" else 100
+        table = markdown_table(["protocol", "labels", "A", "B", f"A − B ({self.metric})", "verdict"],
+                               [[v["protocol"], _format("label_fraction", v["label_fraction"]), v["a"], v["b"],
+                                 f"{scale * v['difference']:+.4f}" if scale == 1 else f"{scale * v['difference']:+.2f}",
+                                 v["verdict"]] for v in verdicts])
+        return f"{summary}\n\n{table}\n\nVerdict rule: {VERDICT_RULE}"
 
 
-def write_results(rows: list[dict], out: Path, stem: str, name: str, classes: tuple[str, ...], header: str) -> None:
-    """``STEM.csv`` (one row per encoder × protocol × label fraction) and ``STEM.md`` (the
-    table, then per-class accuracy and the confusion matrix of each row)."""
+def write_results(comparison: Comparison, out: Path, stem: str, name: str, classes: tuple[str, ...],
+                  header: str) -> None:
+    """``STEM.csv`` (one row per encoder × protocol × label fraction × seed) and ``STEM.md``
+    (the summary and verdict tables, then each cell's per-class accuracy and confusion matrix,
+    summed over seeds)."""
+    rows = comparison.rows
     scalar = [c for c in SCALAR_COLUMNS if any(c in row for row in rows)]
     with (out / f"{stem}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=scalar, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    sections = [f"# {stem} on {name}\n", header + "\n", results_table(rows)]
+    sections = [f"# {stem} on {name}\n", header + "\n", comparison.markdown()]
     k = len(classes)
-    for row in rows:
-        title = f"{row['init']} · {row['protocol']} · {100 * row['label_fraction']:g} % labels"
-        per_class = "\n".join(f"| {c} | {100 * acc:.2f} |" for c, acc in zip(classes, row["per_class_accuracy"]))
-        confusion = "\n".join(f"| **{c}** | " + " | ".join(map(str, r)) + " |"
-                              for c, r in zip(classes, row["confusion_matrix"]))
-        sections.append(f"\n## {title}\n\n| class | accuracy (%) |\n| --- | --- |\n{per_class}\n\n"
-                        f"Confusion matrix (rows: true, columns: predicted)\n\n| | {' | '.join(classes)} |\n"
-                        f"|{' --- |' * (k + 1)}\n{confusion}")
+    for (protocol, fraction, init), cell in comparison.cells().items():
+        matrix = [[sum(row["confusion_matrix"][i][j] for row in cell) for j in range(k)] for i in range(k)]
+        per_class = [matrix[i][i] / max(1, sum(matrix[i])) for i in range(k)]
+        title = f"{init} · {protocol} · {100 * fraction:g} % labels · {len(cell)} seed(s)"
+        accuracy = "\n".join(f"| {c} | {100 * a:.2f} |" for c, a in zip(classes, per_class))
+        confusion = "\n".join(f"| **{c}** | " + " | ".join(map(str, r)) + " |" for c, r in zip(classes, matrix))
+        sections.append(f"\n## {title}\n\n| class | accuracy (%) |\n| --- | --- |\n{accuracy}\n\n"
+                        f"Confusion matrix summed over seeds (rows: true, columns: predicted)\n\n| | "
+                        f"{' | '.join(classes)} |\n|{' --- |' * (k + 1)}\n{confusion}")
     (out / f"{stem}.md").write_text("\n".join(sections) + "\n")
 
 

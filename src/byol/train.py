@@ -14,7 +14,7 @@ import torch
 
 from .augment import augment, byol_views
 from .backbones import as_encoder, create_encoder
-from .config import RESUMABLE_OPTIONS, PretrainConfig
+from .config import RESUMABLE_OPTIONS, PretrainConfig, recipe_values
 from .data import Batch, DataSplits, as_splits, with_unlabeled
 from .device import autocast, fits_on_device, resolve_device
 from .distributed import Process, init_process, shard, sync_batchnorm
@@ -25,6 +25,7 @@ from .methods import create_method
 from .methods.byol import target_momentum
 from .monitor import frozen_evaluation, knn_monitor, projection_spread, warn_if_collapsed
 from .optim import create_optimizer, learning_rate, parameter_groups
+from .recipes import data_facts, resolve
 from .rundir import MetricsLog, RunDir, git_commit
 from .settings import load_yaml
 from .weights import load_weights
@@ -61,7 +62,8 @@ def build_model(config: PretrainConfig, in_channels: int, image_size: int,
 def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
     """The optimizer over everything but the target (which has none), in the paper's two groups."""
     return create_optimizer(config.optimizer, parameter_groups(
-        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr)
+        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr,
+        trust_coefficient=config.trust_coefficient, clip=config.lars_clip)
 
 
 def two_views(batch: Batch, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
@@ -166,14 +168,17 @@ def pretrain(data=None, *, config: str | Path | None = None, encoder: torch.nn.M
         settings["data"] = str(data)
     if encoder is not None:
         settings["arch"] = "custom"
+    settings = {name: value for name, value in settings.items() if value is not None}  # None: not given
     requested = PretrainConfig.create(config, **settings)
+    given = set(settings) | (set(load_yaml(config)) if config is not None else set())
     run = RunDir(requested.out)
     if requested.resume:
         run.check_resume()
-        given = set(settings) | (set(load_yaml(config)) if config is not None else set())
         requested = resumed_config(requested, run, given)
     else:
         run.check_new(requested.overwrite)
+        named = {k: v for k, v in recipe_values(requested.recipe).items() if k not in given}
+        requested = requested.replace(**named)  # a named recipe under the --config file and the flags
     if splits is None and (requested.data or "").startswith("python:"):
         raise UserError(f"{run.path} was pre-trained on images given from Python: resume it from Python, "
                         "pretrain(images, resume=True, out=...)")
@@ -213,7 +218,9 @@ def _pretrain(config: PretrainConfig, run: RunDir, splits: DataSplits | None, en
               process: Process, device: torch.device, started: float, commit: str | None) -> PretrainResult:
     dataset = splits or as_splits(config.data, **config.read_options())
     dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
-    config = config.replace(image_size=config.image_size or min(dataset.native_size(), 64))
+    config, derived = resolve(config, data_facts(dataset, device.type))
+    if derived and process.is_main:
+        print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
     dataset = dataset.prepared(config.image_size, config.stream, strict=config.strict)
     plan = make_plan(config, dataset, process)
     mean, std = dataset.normalisation(config.mean, config.std)
@@ -273,7 +280,7 @@ def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, s
     train_set = dataset.train
     if train_set.images is not None and fits_on_device(train_set.images.nbytes, device):
         train_set = train_set.to(device)
-    views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations)
+    views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations, plan.image_size)
     end = config.epochs if config.stop_after is None else min(config.epochs, state["epoch"] + config.stop_after)
     if process.is_main:
         describe_run(dataset, train_set, plan, process, device, run)
@@ -351,7 +358,7 @@ def print_results(results: dict, config: PretrainConfig) -> None:
     if "knn_top1" not in results:
         print("  no labelled test split in this dataset: nothing to evaluate (the encoder is saved)")
     else:
-        print(f"  k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
+        print(f"  k-NN top-1 (k={results['knn_k']}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
     if "linear_top1" in results:
         print(f"  linear-probe top-1:              {100 * results['linear_top1']:.2f} %"
-              f"  (L2 {results['linear_weight_decay']:g}, chosen on a 10 % validation split)")
+              f"  (L2 {results['linear_weight_decay']:g}, chosen on a 10 % validation split of the training labels)")

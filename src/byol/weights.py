@@ -16,6 +16,7 @@ Nothing is ever downloaded.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -49,6 +50,25 @@ def is_byol_file(path: Path) -> bool:
             return "byol_encoder" in (handle.metadata() or {})
     except Exception:  # not safetensors at all: the caller reports it
         return False
+
+
+def encoder_config_of(spec) -> dict:
+    """How the encoder ``spec`` names was built — arch name, channels, view size — when it says
+    (byol files and byol.pretrain's results do), else {}: evaluation then sees the images at the
+    size it was trained at, and a random baseline gets the same architecture."""
+    if hasattr(spec, "encoder"):
+        spec = spec.encoder
+    if isinstance(spec, nn.Module):
+        return dict(getattr(spec, "encoder_config", {}))
+    if not isinstance(spec, str) or spec in ("random", "pixels"):
+        return {}
+    path = weights_path(spec)
+    if not (path.is_file() and is_byol_file(path)):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return json.loads(handle.metadata()["byol_encoder"])
 
 
 def load_weights(spec, arch: str, in_channels: int, image_size: int, small_stem: bool | None = None,

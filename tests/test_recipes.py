@@ -1,0 +1,87 @@
+"""Settings derived from the data: per data kind, named recipes under the flags, and nothing
+but the images themselves (never a label) reaching the rules."""
+import pytest
+
+from byol import PretrainConfig, pretrain
+from byol.config import recipe_names, recipe_values
+from byol.recipes import DataFacts, derive, resolve
+from conftest import tiny_settings
+
+KINDS = {  # (images, size, channels, bits, files, device)
+    "fashion-mnist": DataFacts(60_000, 28, 1, 8, False, "cpu"),
+    "a 600-image 64 px CSV set": DataFacts(611, 64, 3, 8, True, "cpu"),
+    "a 224 px RGB folder": DataFacts(5_000, 224, 3, 8, True, "cpu"),
+    "CIFAR-shaped 32 px RGB": DataFacts(50_000, 32, 3, 8, False, "cpu"),
+    "the same folder on a GPU": DataFacts(5_000, 224, 3, 8, True, "cuda"),
+    "16-bit 4-band microscopy": DataFacts(2_000, 96, 4, 16, True, "cpu"),
+}
+
+
+def resolved(kind: str, **given) -> PretrainConfig:
+    return resolve(PretrainConfig(**given), KINDS[kind])[0]
+
+
+def test_fashion_mnist_on_a_cpu_resolves_to_the_cpu_preset():
+    config = resolved("fashion-mnist")
+    preset = recipe_values("fashion-mnist-cpu")
+    for name, value in preset.items():
+        assert getattr(config, name) == value, name
+
+
+def test_each_data_kind_gets_settings_that_fit_it():
+    small = resolved("a 600-image 64 px CSV set")
+    assert small.batch_size == 64 and small.epochs > 50 and small.image_size == 64 and small.blur
+    assert small.crop_min_scale == 0.08 and small.base_target_momentum < 0.95  # few steps: a faster target
+    photos = resolved("a 224 px RGB folder")
+    assert photos.image_size == 64 and photos.arch == "narrow_resnet"  # a CPU cannot afford 224 px views
+    gpu = resolved("the same folder on a GPU")
+    assert gpu.image_size == 224 and gpu.arch == "resnet50" and gpu.hidden_dim == 4096 and gpu.batch_size == 256
+    cifar = resolved("CIFAR-shaped 32 px RGB")
+    assert cifar.image_size == 32 and not cifar.blur and cifar.epochs == 9
+    bands = resolved("16-bit 4-band microscopy")
+    assert bands.augmentations == "microscopy"
+    vit = resolve(PretrainConfig(arch="timm:vit_tiny_patch16_224"), KINDS["CIFAR-shaped 32 px RGB"])[0]
+    assert vit.optimizer == "adamw" and vit.weight_decay == 0.05
+
+
+def test_what_the_user_sets_is_never_derived_and_every_derived_value_says_why():
+    config, lines = resolve(PretrainConfig(epochs=3, blur=False), KINDS["a 600-image 64 px CSV set"])
+    assert config.epochs == 3 and config.blur is False
+    assert not any(line.split("=")[0].strip() in ("epochs", "blur") for line in lines)
+    assert all("(" in line and line.rstrip().endswith(")") for line in lines)
+    names = {name for name, _, _ in derive(PretrainConfig(), KINDS["fashion-mnist"])}
+    assert {"arch", "epochs", "batch_size", "base_lr", "base_target_momentum", "blur", "crop_min_scale"} <= names
+
+
+def test_named_recipes_sit_under_the_config_file_and_the_flags(tiny_idx, tmp_path):
+    assert {"auto", "fashion-mnist-cpu", "cifar", "imagenet", "imagenet-300"} <= set(recipe_names())
+    for name in recipe_names()[1:]:
+        PretrainConfig.create(**recipe_values(name))  # every shipped recipe is valid settings
+    assert recipe_values("cifar")["trust_coefficient"] == 0.02 and recipe_values("imagenet")["knn_every"] == 0
+    (tmp_path / "mine.yaml").write_text("hidden_dim: 48\n")
+    run = pretrain(**tiny_settings(tiny_idx, tmp_path / "run", epochs=1, hidden_dim=None, linear_probe=False,
+                                   recipe="fashion-mnist-cpu", image_size=16), config=str(tmp_path / "mine.yaml"))
+    # the recipe's base_lr, the file's hidden_dim, the flags' batch size
+    assert run.config.base_lr == 4.0 and run.config.hidden_dim == 48 and run.config.batch_size == 32
+
+
+def test_the_recipe_sees_the_images_never_their_labels(tiny_idx, tmp_path):
+    from byol.data import load_dataset
+    from byol.recipes import data_facts
+
+    dataset = load_dataset(tiny_idx)
+    with_labels = data_facts(dataset, "cpu")
+    dataset.train.labels = None  # the same images without labels
+    dataset.test = None
+    assert data_facts(dataset, "cpu") == with_labels
+
+
+def test_derived_settings_are_printed_once_and_saved(tiny_idx, tmp_path, capsys):
+    import yaml
+
+    pretrain(data=str(tiny_idx), out=str(tmp_path / "run"), epochs=1, batch_size=32, hidden_dim=16,
+             linear_probe=False)
+    printed = capsys.readouterr().out
+    assert printed.count("settings derived from the data") == 1 and "base_target_momentum = " in printed
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["arch"] == "narrow_resnet" and saved["crop_min_scale"] is not None and saved["knn_every"] is not None
