@@ -105,7 +105,9 @@ def test_ordinal_grades_from_a_csv_with_a_held_out_test_split(tmp_path):
     result = run_cli("eval", "linear", "--init", "random", "--data", str(tmp_path / "grades.csv"), "--ordinal",
                      "--image-size", "16", "--test-fraction", "0.25", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    assert "holding out a stratified 25 %" in result.stderr and "val qwk" in result.stdout
+    assert "holding out a stratified 25 %" in result.stderr and "seed 0: qwk" in result.stderr
+    with (tmp_path / "out" / "eval-linear.csv").open() as handle:
+        assert "(qwk " in next(csv.DictReader(handle))["detail"]  # the L2 was chosen on the validation QWK
     with (tmp_path / "out" / "subset-1-seed0.csv").open() as handle:
         saved = list(csv.DictReader(handle))
     assert sum(r["role"] == "test" for r in saved) == 6 and saved[0]["image"] == "images/000.png"

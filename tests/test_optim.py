@@ -77,3 +77,43 @@ def test_warmup_then_cosine_to_zero():
     assert lrs[total] == pytest.approx(0.0, abs=1e-12)
     midpoint = warmup + (total - warmup) // 2
     assert lrs[midpoint] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 0.5)), rel=1e-3)
+
+
+def reference_lars_step(params, grads, buffers, lr, weight_decay, momentum, eta, clip):
+    """LARS one parameter at a time, from its definition (and solo-learn's clipping)."""
+    for p, g, buffer in zip(params, grads, buffers):
+        update = g + weight_decay * p
+        trust = eta * p.norm() / update.norm()
+        if clip:
+            trust = min(trust / lr, 1.0)
+        buffer.mul_(momentum).add_(trust * update)
+        p.sub_(lr * buffer)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_multi_tensor_lars_equals_lars_one_parameter_at_a_time(clip):
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, 3, 3), torch.randn(16, 8), torch.randn(3, 16)]
+    params = [nn.Parameter(w.clone()) for w in weights]
+    optimizer = LARS([{"params": params, "weight_decay": 1e-4, "lars_adapt": True}], lr=2.0, momentum=0.9,
+                     trust_coefficient=0.02, clip=clip)
+    reference = [w.clone() for w in weights]
+    buffers = [torch.zeros_like(w) for w in weights]
+    for step in range(3):
+        grads = [torch.randn_like(w) * (step + 1) for w in weights]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        optimizer.step()
+        reference_lars_step(reference, grads, buffers, 2.0, 1e-4, 0.9, 0.02, clip)
+    for p, r in zip(params, reference):
+        torch.testing.assert_close(p.detach(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_clipped_lars_never_steps_a_layer_faster_than_the_learning_rate():
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(10, 10) * 100)  # a large weight, a small gradient: LARS's trust is huge
+    p.grad = torch.randn(10, 10) * 1e-3
+    before = p.detach().clone()
+    LARS([{"params": [p], "weight_decay": 0.0, "lars_adapt": True}], lr=0.1, momentum=0.0, trust_coefficient=0.02,
+         clip=True).step()
+    torch.testing.assert_close(p.detach(), before - 0.1 * p.grad)  # the local rate clipped at the global 0.1

@@ -31,7 +31,7 @@ def test_the_in_python_section_runs_as_printed(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["features"].shape == (2 * 64 + 2 * 16, namespace["encoder"].num_features)
-    assert {row["init"] for row in namespace["table"]} == {"byol:runs/photos", "random"}
+    assert {row["init"] for row in namespace["comparison"].rows} == {"byol:runs/photos", "random"}
     assert (tmp_path / "runs" / "photos" / "encoder.safetensors").is_file()
 
 

@@ -69,7 +69,7 @@ def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, 
     size = values["image_size"]
     if cpu:
         rule("batch_size", min(256, _power_of_two_at_least(facts.images / 10)),
-             "256, or fewer for small sets, so that an epoch has at least 10 steps")
+             "256, or for small sets the power of two nearest above a tenth of the images (about 10 steps an epoch)")
     else:
         rule("batch_size", min(512 if size <= 64 else 256, _power_of_two_at_least(facts.images / 10)),
              "512 at up to 64 px, 256 above (fits a 40 GB GPU with ResNet-50), at most a tenth of the images")
@@ -83,10 +83,13 @@ def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, 
     if values["optimizer"] == "adamw":
         rule("base_lr", 1.5e-4, "AdamW per 256 images, as MoCo v3 and DINO train ViTs")
         rule("weight_decay", 0.05, "AdamW's decoupled weight decay for ViTs")
+    elif cpu and steps <= 10 * PRESET_STEPS:
+        rule("base_lr", 4.0, "short CPU runs learn faster with 4.0 (the CPU preset, chosen on a validation split)")
     else:
-        long = steps > 10 * PRESET_STEPS
-        rule("base_lr", 1.0 if long else 4.0, "long runs: CIFAR recipes' 1.0" if long else
-             "short runs learn faster with 4.0 (the CPU preset, chosen on a validation split)")
+        large = size > 64
+        rule("base_lr", 0.2 if large else 1.0, "the paper's 0.2 for large images and ResNet-50" if large
+             else "CIFAR recipes' 1.0 for small images")
+    if values["optimizer"] != "adamw":
         rule("weight_decay", 1e-5, "CIFAR recipes (the paper: 1.5e-6 at 1000 ImageNet epochs)")
     rule("warmup_epochs", round(values["epochs"] / 16, 3), "a sixteenth of the run (the preset's 0.5 of 8 epochs)")
     tau = min(0.996, max(0.9, 1 - (1 - PRESET_TAU) * math.sqrt(PRESET_STEPS / max(steps, 1))))
