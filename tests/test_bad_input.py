@@ -1,5 +1,6 @@
 """Every command, given bad input, says what is wrong and how to fix it in one line on stderr,
 exits with status 2, prints no traceback, and writes nothing into the run or data folders."""
+import argparse
 import os
 import pickle
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.cli import main
+from byol.cli import build_parser, main
 from conftest import graded_folder, save, write_csv, write_idx
 
 
@@ -135,6 +136,17 @@ CASES = {
     "report with negative maps": (["report", "{p}/run", "--map-images", "-1"], ["--map-images must be >= 0"]),
     "bench with no time": (["bench", "--seconds", "0", "--device", "cpu"], ["--seconds must be positive"]),
     "bench on no GPU": (["bench", "--device", "cuda"], ["no CUDA GPU"]),
+    # views, export
+    "views of missing data": (["views", "--data", "{p}/nothing", "--out", "{p}/v.png"], ["{p}/nothing", "no such file"]),
+    "views with no rows": (["views", "--data", "{p}/idx", "--rows", "0", "--out", "{p}/v.png"], ["--rows must be at least 1"]),
+    "views to a non-PNG file": (["views", "--data", "{p}/idx", "--out", "{p}/v.txt"], ["--out", ".png"]),
+    "export in an unknown format": (["export", "{p}/run", "--format", "keras", "--out", "{p}/e.h5"],
+                                    ["--format must be one of", "onnx"]),
+    "export a format the net cannot take": (["export", "{p}/run", "--format", "torchvision", "--out", "{p}/e.pth"],
+                                            ["not a torchvision model", "torchscript or onnx"]),
+    "export of a folder that is no run": (["export", "{p}/empty", "--format", "onnx", "--out", "{p}/e.onnx"],
+                                          ["no encoder file", "run directory"]),
+    "export without an output": (["export", "{p}/run", "--format", "onnx"], ["--out is required"]),
 }
 
 
@@ -164,6 +176,6 @@ def test_bad_input_is_one_clear_line_exit_2_and_writes_nothing(name, place, caps
 
 
 def test_the_sweep_covers_every_command_with_forty_cases():
-    commands = {args[0] for args, _ in CASES.values()}
-    assert {"pretrain", "eval", "finetune", "compare", "embed", "report", "bench"} <= commands
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {args[0] for args, _ in CASES.values()} == set(subparsers.choices)  # a new command needs its cases
     assert len(CASES) >= 40
