@@ -8,9 +8,10 @@ from byol.recipes import DataFacts, derive
 
 KINDS = {  # name: what the recipe knows before training
     "Fashion-MNIST, 28 px gray, CPU": DataFacts(60_000, 28, 1, 8, False, "cpu"),
-    "600-image CSV set, 64 px RGB files, CPU": DataFacts(600, 64, 3, 8, True, "cpu"),
-    "611-image DRAC-like set, 1024 px RGB files, CPU": DataFacts(611, 1024, 3, 8, True, "cpu"),
+    "611-image DRAC-like CSV set, 1024 px RGB files, CPU": DataFacts(611, 1024, 3, 8, True, "cpu"),
+    "CIFAR-shaped, 32 px RGB arrays, CPU": DataFacts(50_000, 32, 3, 8, False, "cpu"),
     "CIFAR-shaped, 32 px RGB arrays, GPU": DataFacts(50_000, 32, 3, 8, False, "cuda"),
+    "224 px RGB photo folder (20k), CPU": DataFacts(20_000, 256, 3, 8, True, "cpu"),
     "224 px RGB photo folder (20k), GPU": DataFacts(20_000, 256, 3, 8, True, "cuda"),
     "4-band 16-bit microscopy tiles (5k, 128 px), GPU": DataFacts(5_000, 128, 4, 16, True, "cuda"),
 }
@@ -23,5 +24,5 @@ print("| --- |" + " --- |" * len(KINDS))
 for setting in SHOWN:
     print(f"| {setting} | " + " | ".join(str(rows[name][setting]) for name in KINDS) + " |")
 print("\nWhy, for the DRAC-like set (as `byol pretrain` prints it):\n")
-for setting, value, why in derive(PretrainConfig(), KINDS["611-image DRAC-like set, 1024 px RGB files, CPU"]):
+for setting, value, why in derive(PretrainConfig(), KINDS["611-image DRAC-like CSV set, 1024 px RGB files, CPU"]):
     print(f"    {setting:<20} = {value}  ({why})")

@@ -30,14 +30,16 @@ def test_fashion_mnist_on_a_cpu_resolves_to_the_cpu_preset():
 
 def test_each_data_kind_gets_settings_that_fit_it():
     small = resolved("a 600-image 64 px CSV set")
-    assert small.batch_size == 64 and small.epochs > 50 and small.image_size == 64 and small.blur
+    assert small.batch_size == 64 and small.epochs == 40 and small.image_size == 64 and small.blur  # the CPU cap
     assert small.crop_min_scale == 0.08 and small.base_target_momentum < 0.95  # few steps: a faster target
     photos = resolved("a 224 px RGB folder")
     assert photos.image_size == 64 and photos.arch == "narrow_resnet"  # a CPU cannot afford 224 px views
     gpu = resolved("the same folder on a GPU")
     assert gpu.image_size == 224 and gpu.arch == "resnet50" and gpu.hidden_dim == 4096 and gpu.batch_size == 256
     cifar = resolved("CIFAR-shaped 32 px RGB")
-    assert cifar.image_size == 32 and not cifar.blur and cifar.epochs == 9
+    assert cifar.image_size == 32 and not cifar.blur and cifar.epochs == 7  # 9 by √, 7 within the preset's pixels
+    assert resolved("a 224 px RGB folder").epochs == 18  # √ gives 28; 18 of 5,000 64-px images = the preset's pixels
+    assert resolved("the same folder on a GPU").epochs == 316  # no such cap on a GPU
     bands = resolved("16-bit 4-band microscopy")
     assert bands.augmentations == "microscopy"
     vit = resolve(PretrainConfig(arch="timm:vit_tiny_patch16_224"), KINDS["CIFAR-shaped 32 px RGB"])[0]

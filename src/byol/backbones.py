@@ -28,7 +28,7 @@ from torchvision.models.resnet import BasicBlock
 
 from .errors import UserError, setting
 
-# Inputs up to this side get the small-image stem (CIFAR recipes, SPEC "CIFAR-scale").
+# Inputs up to this side get the small-image stem (as CIFAR-scale BYOL recipes do).
 SMALL_STEM_MAX_SIDE = 64
 # torchvision builders' keyword arguments that make a model an encoder of any input (no aux heads).
 TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},

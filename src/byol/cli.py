@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pre-train with BYOL. Settings: defaults (the CPU preset on Fashion-MNIST), then --config "
                     "YAML, then flags. Ends with k-NN and linear-probe accuracy when the data has labels.")
     pretrain.add_argument("--config", metavar="YAML", default=argparse.SUPPRESS,
-                          help="settings file (see configs/); flags override it")
+                          help="a YAML file of settings (keys as in config.yaml); flags override it")
     add_arguments(pretrain, PretrainConfig)
 
     tuning = FinetuneSettings.names()

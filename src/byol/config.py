@@ -1,8 +1,9 @@
 """Pre-training settings: ``PretrainConfig``, one dataclass from which ``byol pretrain``'s flags,
 the YAML keys of ``--config`` files, the help text and the validation all come (``settings.py``).
 
-The defaults are the CPU preset on Fashion-MNIST (what ``byol pretrain`` runs with no
-arguments).  ``configs/*.yaml`` hold the paper's ImageNet and CIFAR recipes.
+A setting left at None is derived from the data by ``recipes.py`` (on Fashion-MNIST on a CPU:
+the CPU preset, what ``byol pretrain`` runs with no arguments); ``--recipe NAME`` names the
+shipped recipes in ``recipes/*.yaml`` (CIFAR, the paper's ImageNet ones).
 """
 from __future__ import annotations
 

@@ -16,7 +16,10 @@ from .config import PretrainConfig
 from .data import DataSplits
 
 # Short runs: the Fashion-MNIST CPU preset, chosen on a validation split (BENCHMARKS.md).
-PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU = 60_000, 8, 1872, 0.95
+PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU, PRESET_SIZE = 60_000, 8, 1872, 0.95, 28
+# On a CPU no run sees more pixels than the preset (15–22 min on 2 cores), and a small set gets at
+# most this many epochs, so that its pre-training and a 3-seed comparison fit 15 minutes.
+CPU_MAX_EPOCHS = 40
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,9 @@ def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, 
     vit = family(values["arch"]) == "vit"
     rule("optimizer", "adamw" if vit else "lars", "AdamW for a ViT (LARS does not train them well)" if vit
          else "LARS, as the paper")
-    epochs = _epochs(facts)
-    rule("epochs", epochs, f"about {PRESET_EPOCHS} × √({PRESET_IMAGES:,} / {facts.images:,} images) on a CPU"
-         if cpu else f"about 100 × √(50,000 / {facts.images:,} images) on a GPU")
+    rule("epochs", _epochs(facts, size), f"about {PRESET_EPOCHS} × √({PRESET_IMAGES:,} / {facts.images:,} images) "
+         f"on a CPU, at most {CPU_MAX_EPOCHS} and no more pixels than the preset's {PRESET_EPOCHS} epochs of "
+         f"{PRESET_IMAGES:,} {PRESET_SIZE}-px images" if cpu else f"about 100 × √(50,000 / {facts.images:,} images) on a GPU")
     steps = values["epochs"] * max(1, facts.images // values["batch_size"])
     if values["optimizer"] == "adamw":
         rule("base_lr", 1.5e-4, "AdamW per 256 images, as MoCo v3 and DINO train ViTs")
@@ -108,10 +111,13 @@ def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, 
     return found
 
 
-def _epochs(facts: DataFacts) -> int:
-    """More images, more images seen in all, but fewer passes over each: epochs ∝ 1/√images."""
+def _epochs(facts: DataFacts, size: int) -> int:
+    """More images, more images seen in all, but fewer passes over each: epochs ∝ 1/√images;
+    on a CPU within the preset's cost in pixels seen and ``CPU_MAX_EPOCHS``."""
     if facts.device == "cpu":
-        return max(1, min(400, round(PRESET_EPOCHS * math.sqrt(PRESET_IMAGES / facts.images))))
+        affordable = PRESET_EPOCHS * PRESET_IMAGES * PRESET_SIZE ** 2 / (facts.images * size ** 2)
+        wanted = round(PRESET_EPOCHS * math.sqrt(PRESET_IMAGES / facts.images))
+        return max(1, min(CPU_MAX_EPOCHS, wanted, math.floor(affordable + 1e-9)))
     return max(1, min(2000, round(100 * math.sqrt(50_000 / facts.images))))
 
 
