@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import torchvision
 import yaml
 
 from byol import PretrainConfig, load_encoder, pretrain
@@ -180,3 +181,19 @@ def test_any_module_from_python_is_pretrained_and_resumed_only_with_it(tiny_idx,
         pretrain(out=str(tmp_path / "run"), resume=True)
     finished = pretrain(tiny_idx, encoder=body, out=str(tmp_path / "run"), resume=True)
     assert finished.encoder.num_features == 32 and "knn_top1" in finished.results
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_init_from_takes_a_torchvision_state_dict_for_gray_and_rgb_data(tiny_idx, tmp_path, channels):
+    from byol.backbones import adapt_first_conv
+    from byol.train import build_model
+
+    reference = torchvision.models.resnet18()  # as ImageNet weights a user downloaded would be
+    torch.save(reference.state_dict(), tmp_path / "resnet18-imagenet.pth")
+    config = PretrainConfig.create(**tiny_settings(tiny_idx, tmp_path / "run", arch="resnet18",
+                                                  init_from=str(tmp_path / "resnet18-imagenet.pth")))
+    model = build_model(config, channels, 96)  # above 64 px: the stock stem, which the weights fit
+    for encoder in (model.online_encoder, model.target_encoder):
+        assert torch.equal(encoder.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
+        assert torch.equal(encoder.conv1.weight, adapt_first_conv(reference.conv1.weight, channels))
+        assert "fc.weight" not in encoder.state_dict()
