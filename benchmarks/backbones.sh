@@ -1,0 +1,28 @@
+#!/bin/bash
+# Four backbones on the same short Fashion-MNIST budget: the first 10,000 training images,
+# 2 epochs, 32-px views (timm's ConvNeXt cannot take 28 px), batch 256, every other setting
+# the recipe's; then the linear probe and k-NN on the 10,000 test images that byol pretrain
+# prints.  Usage: OUT=runs/backbones bash benchmarks/backbones.sh
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/backbones}
+mkdir -p "$out"
+.venv/bin/python - "$out/fm10k.npz" <<'PY'
+import gzip, sys
+from pathlib import Path
+import numpy as np
+
+fashion = Path("/usr/share/datasets/fashion-mnist")
+def read(name):
+    raw = gzip.open(fashion / name).read()
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape)
+np.savez(sys.argv[1], train_images=read("train-images-idx3-ubyte.gz")[:10000],
+         train_labels=read("train-labels-idx1-ubyte.gz")[:10000],
+         test_images=read("t10k-images-idx3-ubyte.gz"), test_labels=read("t10k-labels-idx1-ubyte.gz"))
+PY
+for arch in narrow_resnet mobilenet_v3_small timm:convnext_atto timm:vit_tiny_patch16_224; do
+  log="$out/${arch//:/-}.log"
+  /usr/bin/time -f "wall %e s" .venv/bin/byol pretrain --data "$out/fm10k.npz" --arch "$arch" --epochs 2 \
+    --image-size 32 --batch-size 256 --knn-every 0 --out "$out/${arch//:/-}" --overwrite > "$log" 2>&1
+  echo "$arch | $(grep -E 'linear-probe top-1|k-NN top-1 \(' "$log" | tr -s ' ' | tr '\n' ' ') | $(grep '^wall' "$log")"
+done
