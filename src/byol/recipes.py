@@ -18,7 +18,7 @@ from .data import DataSplits
 # Short runs: the Fashion-MNIST CPU preset, chosen on a validation split (BENCHMARKS.md).
 PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU, PRESET_SIZE = 60_000, 8, 1872, 0.95, 28
 # On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
-# most this many epochs: 611 images at 64 px take 7 minutes on 2 cores (79 epochs would take 14),
+# most this many epochs: 611 images at 64 px take 7 minutes on 2 cores (79 epochs about 14),
 # leaving time to evaluate in a quarter of an hour or so.
 CPU_MAX_EPOCHS = 40
 
