@@ -135,8 +135,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    import byol_pytorch  # noqa: F401  (fail early when the [bench] extra is missing)
-    import lightly
+    try:  # fail early, in one line, when the libraries to compare against are missing
+        import byol_pytorch  # noqa: F401
+        import lightly
+    except ImportError as error:
+        raise SystemExit(f"compare.py: {error.name} is not installed: pip install byol-pytorch lightly "
+                         "(or their wheels from .whl/, as benchmarks/gpu.sh does)")
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"{name}; torch {torch.__version__}, lightly {lightly.__version__}; {time.strftime('%Y-%m-%d')}")

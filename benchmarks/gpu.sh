@@ -32,8 +32,8 @@ $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exp
   $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
   git rev-parse --short HEAD 2>/dev/null; } | tee "$OUT/environment.txt"
 
-if [ "$SMOKE" = 1 ]; then SECONDS_BENCH=3; STEPS=2; IMAGES=64; EPOCHS=1; BATCHES="256"; else
-  SECONDS_BENCH=40; STEPS=20; IMAGES=2000; EPOCHS=${EPOCHS:-40}; BATCHES="256 512"; fi
+if [ "$SMOKE" = 1 ]; then SECONDS_BENCH=3; STEPS=2; IMAGES=64; STREAM_BATCH=32; EPOCHS=1; BATCHES="256"; else
+  SECONDS_BENCH=40; STEPS=20; IMAGES=2000; STREAM_BATCH=128; EPOCHS=${EPOCHS:-40}; BATCHES="256 512"; fi
 
 stage "the training step: eager and compiled, batch ${BATCHES}"
 for batch in $BATCHES; do
@@ -49,11 +49,26 @@ stage "augmentation engines"
 run $PY benchmarks/augment_engines.py --batch-size 512 --image-size 32 96 > "$OUT/augment-engines.txt"
 
 stage "streaming JPEGs, ResNet-50 at 224 px"
-run $PY benchmarks/streaming.py --images "$IMAGES" --arch resnet50 --image-size 224 --batch-size 128 \
+run $PY benchmarks/streaming.py --images "$IMAGES" --arch resnet50 --image-size 224 --batch-size "$STREAM_BATCH" \
   --json "$OUT/streaming.json" > "$OUT/streaming.txt"
 
 stage "Fashion-MNIST, ResNet-18, to 93 % linear"
 data=.data/fashion-mnist; [ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
+if [ "$SMOKE" = 1 ]; then  # toy size: the first 1,024 training and 512 test images
+  $PY - "$data" "$OUT/fashion-mnist-smoke.npz" <<'PY'
+import gzip, sys
+from pathlib import Path
+import numpy as np
+def read(name, n):
+    path = next(Path(sys.argv[1]).glob(name + "*"))
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape)[:n]
+np.savez(sys.argv[2], train_images=read("train-images-idx3-ubyte", 1024), train_labels=read("train-labels-idx1-ubyte", 1024),
+         test_images=read("t10k-images-idx3-ubyte", 512), test_labels=read("t10k-labels-idx1-ubyte", 512))
+PY
+  data="$OUT/fashion-mnist-smoke.npz"
+fi
 run $PY -m byol pretrain --data "$data" --arch resnet18 --small-stem --hidden-dim 4096 --batch-size 512 \
   --epochs "$EPOCHS" --knn-every 5 --out "$OUT/fashion-mnist-resnet18" --overwrite > "$OUT/fashion-mnist.txt"
 stage "done"
