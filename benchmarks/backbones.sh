@@ -7,18 +7,15 @@ cd "$(dirname "$0")/.."
 out=${OUT:-runs/backbones}
 mkdir -p "$out"
 .venv/bin/python - "$out/fm10k.npz" <<'PY'
-import gzip, sys
+import sys
 from pathlib import Path
 import numpy as np
+from byol.data.idx import find_idx, read_idx
 
-fashion = Path("/usr/share/datasets/fashion-mnist")
-def read(name):
-    raw = gzip.open(fashion / name).read()
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape)
-np.savez(sys.argv[1], train_images=read("train-images-idx3-ubyte.gz")[:10000],
-         train_labels=read("train-labels-idx1-ubyte.gz")[:10000],
-         test_images=read("t10k-images-idx3-ubyte.gz"), test_labels=read("t10k-labels-idx1-ubyte.gz"))
+def read(stem, n=None):
+    return read_idx(find_idx(Path("/usr/share/datasets/fashion-mnist"), stem))[:n]
+np.savez(sys.argv[1], train_images=read("train-images-idx3-ubyte", 10000), train_labels=read("train-labels-idx1-ubyte", 10000),
+         test_images=read("t10k-images-idx3-ubyte"), test_labels=read("t10k-labels-idx1-ubyte"))
 PY
 for arch in narrow_resnet mobilenet_v3_small timm:convnext_atto timm:vit_tiny_patch16_224; do
   log="$out/${arch//:/-}.log"

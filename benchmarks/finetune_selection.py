@@ -12,6 +12,7 @@ the candidate that keeps fine-tuning above the probe by most, for both encoders,
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 from preset_selection import training_images
@@ -34,12 +35,9 @@ def main() -> None:
         comparison = evaluate(["random", f"byol:{args.byol}"], data=str(data), protocols=["linear", "finetune"],
                               label_fraction=[0.01], test_fraction=0.1, seeds=[0, 1, 2], encoder_lr=encoder_lr,
                               out=str(out / f"encoder-lr-{encoder_lr:g}"))
+        means = {(cell["init"], cell["protocol"]): 100 * statistics.mean(cell["top1"]) for cell in comparison.summary()}
         for init in ("random", f"byol:{args.byol}"):
-            mean = {row["protocol"]: [] for row in comparison.rows}
-            for row in comparison.rows:
-                if row["init"] == init:
-                    mean[row["protocol"]].append(100 * row["top1"])
-            probe, tuned = (sum(v) / len(v) for v in (mean["linear"], mean["finetune"]))
+            probe, tuned = means[init, "linear"], means[init, "finetune"]
             lines.append(f"| {encoder_lr:g} | {init} | {probe:.2f} | {tuned:.2f} | {tuned - probe:+.2f} |")
     table = "\n".join(lines)
     print(table)

@@ -56,14 +56,13 @@ stage "Fashion-MNIST, ResNet-18, to 93 % linear"
 data=.data/fashion-mnist; [ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
 if [ "$SMOKE" = 1 ]; then  # toy size: the first 1,024 training and 512 test images
   $PY - "$data" "$OUT/fashion-mnist-smoke.npz" <<'PY'
-import gzip, sys
+import sys
 from pathlib import Path
 import numpy as np
-def read(name, n):
-    path = next(Path(sys.argv[1]).glob(name + "*"))
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(shape)[:n]
+from byol.data.idx import find_idx, read_idx
+
+def read(stem, n):
+    return read_idx(find_idx(Path(sys.argv[1]), stem))[:n]
 np.savez(sys.argv[2], train_images=read("train-images-idx3-ubyte", 1024), train_labels=read("train-labels-idx1-ubyte", 1024),
          test_images=read("t10k-images-idx3-ubyte", 512), test_labels=read("t10k-labels-idx1-ubyte", 512))
 PY

@@ -11,13 +11,13 @@ training images alone.  Prints and writes a table; the best validation score win
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 
 from byol import evaluate, pretrain
+from byol.data.idx import find_idx, read_idx
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CANDIDATES = {  # name: the settings it changes; everything else is the recipe's for Fashion-MNIST
@@ -32,13 +32,10 @@ def training_images(out: Path) -> Path:
     """Fashion-MNIST's training images and labels alone, as an .npz (no test split in it)."""
     path = out / "fashion-mnist-train.npz"
     if not path.exists():
-        def read(name: str) -> np.ndarray:
-            raw = gzip.open(FASHION / name).read()
-            dims = raw[3]
-            shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-            return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+        def read(stem: str) -> np.ndarray:
+            return read_idx(find_idx(FASHION, stem))
 
-        np.savez(path, train_images=read("train-images-idx3-ubyte.gz"), train_labels=read("train-labels-idx1-ubyte.gz"))
+        np.savez(path, train_images=read("train-images-idx3-ubyte"), train_labels=read("train-labels-idx1-ubyte"))
     return path
 
 
