@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The speed suite on one GPU, in one go (about 12 minutes on an H100 / H200), every result in
-# one folder: the training step eager and compiled at batch 256 and 512, split into its parts
-# with FLOP utilisation; byol against byol-pytorch and lightly on the same GPU, net and batch;
-# the augmentation engines; the streaming JPEG pipeline (ResNet-50, 224 px); Fashion-MNIST
-# ResNet-18 to 93 % linear with its k-NN-vs-wall-clock curve.
+# one folder: the training step eager and compiled at batch 256 and 512 (and as CUDA graphs at
+# 512), split into its parts with FLOP utilisation; byol against byol-pytorch and lightly on the
+# same GPU, net and batch; the augmentation engines; the streaming JPEG pipeline (ResNet-50,
+# 224 px); Fashion-MNIST ResNet-18 to 93 % linear with its k-NN-vs-wall-clock curve.
 #
 # On the GPU machine (torch, torchvision and timm installed, no network), from the repository root:
 #   OUT=results bash benchmarks/gpu.sh
@@ -35,12 +35,14 @@ $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || exp
 if [ "$SMOKE" = 1 ]; then SECONDS_BENCH=3; STEPS=2; IMAGES=64; STREAM_BATCH=32; EPOCHS=1; BATCHES="256"; else
   SECONDS_BENCH=40; STEPS=20; IMAGES=2000; STREAM_BATCH=128; EPOCHS=${EPOCHS:-40}; BATCHES="256 512"; fi
 
-stage "the training step: eager and compiled, batch ${BATCHES}"
+stage "the training step: eager and compiled, batch ${BATCHES}; CUDA graphs at the largest"
 for batch in $BATCHES; do
   run $PY -m byol bench --arch resnet18 --image-size 32 --batch-size "$batch" --seconds "$SECONDS_BENCH" > "$OUT/bench-eager-$batch.txt"
   run $PY -m byol bench --arch resnet18 --image-size 32 --batch-size "$batch" --seconds "$SECONDS_BENCH" --compile \
     > "$OUT/bench-compiled-$batch.txt"
 done
+run $PY -m byol bench --arch resnet18 --image-size 32 --batch-size "${BATCHES##* }" --seconds "$SECONDS_BENCH" --compile \
+  --compile-mode reduce-overhead > "$OUT/bench-graphed-${BATCHES##* }.txt"
 
 stage "byol against byol-pytorch and lightly"
 run $PY benchmarks/compare.py --image-size 32 --batch-size $BATCHES --steps "$STEPS" --warmup 3 > "$OUT/compare.txt"

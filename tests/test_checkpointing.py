@@ -20,7 +20,7 @@ HARNESS = """
 import os, signal, sys
 import byol.monitor, byol.rundir, byol.train
 point, count, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
-owners = {"step": (byol.train, "optimizer_step"), "checkpoint": (byol.rundir.RunDir, "save_checkpoint"),
+owners = {"step": (byol.train.TrainStep, "__call__"), "checkpoint": (byol.rundir.RunDir, "save_checkpoint"),
           "rename": (os, "replace"), "encoder": (byol.rundir.RunDir, "save_encoder"),
           "probe": (byol.monitor, "linear_probe"), "results": (byol.rundir.RunDir, "save_results")}
 owner, name = owners[point]
@@ -105,17 +105,17 @@ def test_sigterm_and_ctrl_c_checkpoint_the_current_step_and_resume_exactly(tiny_
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_idx, tmp_path, monkeypatch):
     import byol.train
 
-    original, calls = byol.train.optimizer_step, [0]
+    original, calls = byol.train.TrainStep.__call__, [0]
 
-    def blow_up_at_step_13(step_model, optimizer, *args):  # as an lr spike would, in epoch 2
+    def blow_up_at_step_13(self, *args):  # as an lr spike would, in epoch 2
         calls[0] += 1
-        loss = original(step_model, optimizer, *args)
+        loss = original(self, *args)
         if calls[0] == 13:
             with torch.no_grad():
-                next(step_model.parameters()).mul_(float("inf"))
+                next(self.model.parameters()).mul_(float("inf"))
         return loss
 
-    monkeypatch.setattr(byol.train, "optimizer_step", blow_up_at_step_13)
+    monkeypatch.setattr(byol.train.TrainStep, "__call__", blow_up_at_step_13)
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"diverged at epoch 2, step 14: the loss is not finite \(learning rate"):
         pretrain(**tiny_settings(tiny_idx, run, epochs=3))

@@ -19,12 +19,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import byol_views
-from .config import PretrainConfig
+from .config import COMPILE_MODES, PretrainConfig
 from .data import Batch
-from .device import resolve_device, synchronize
+from .device import autocast, resolve_device, synchronize
 from .recipes import DataFacts, resolve
 from .settings import Settings, option, require
-from .train import build_model, build_optimizer, optimizer_step, two_views
+from .train import TrainStep, build_model, build_optimizer, two_views
 
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), for the utilisation column.
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0,
@@ -44,7 +44,9 @@ class BenchConfig(Settings):
     seconds: float = option(60.0, "about how long the whole bench runs: warm-up, timed repeats, then the parts")
     repeats: int = option(3, "timed repeats; the median is reported")
     device: str = option("auto", "cuda, cpu or auto (cuda when available)")
-    compile: bool = option(False, "torch.compile the forward passes first (compiling takes a minute; see what it buys)")
+    compile: bool = option(False, "torch.compile the training step first (compiling takes a minute; see what it buys)")
+    compile_mode: str = option("default", "torch.compile's mode with --compile (reduce-overhead: CUDA graphs on a GPU)",
+                               choices=COMPILE_MODES)
     peak_tflops: float | None = option(None, "the device's peak TFLOP/s, for the utilisation column (known for "
                                        "H100/H200/A100)")
 
@@ -52,6 +54,8 @@ class BenchConfig(Settings):
         require(self.channels >= 1, "channels", f"must be positive, got {self.channels}")
         require(self.repeats >= 1, "repeats", f"must be positive, got {self.repeats}")
         require(self.seconds > 0, "seconds", f"must be positive, got {self.seconds}")
+        require(self.compile or self.compile_mode == "default", "compile_mode",
+                f"{self.compile_mode} is a mode of --compile, which is off: add --compile")
         require(self.batch_size is None or self.batch_size >= 2, "batch_size",
                 f"must be at least 2, got {self.batch_size}")
 
@@ -80,6 +84,12 @@ def _peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
+def compiled(settings: BenchConfig) -> str:
+    if not settings.compile:
+        return ""
+    return ", compiled" + ("" if settings.compile_mode == "default" else f" ({settings.compile_mode})")
+
+
 def _say(text: str) -> None:
     print(f"byol bench: {text}", flush=True)
 
@@ -97,29 +107,29 @@ class Step:
                                          hidden_dim=self.config.hidden_dim)
         torch.manual_seed(0)
         self.model = build_model(self.config, settings.channels, size).to(device).to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, self.config, 0.1)
-        self.step_model = torch.compile(self.model) if settings.compile else self.model
+        self.train_step = TrainStep(self.model, build_optimizer(self.model, self.config, 0.1), device,
+                                    compiled=settings.compile, mode=settings.compile_mode)
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.images = torch.randint(0, 256, (batch, settings.channels, size, size), dtype=torch.uint8, device=device,
                                     generator=self.generator)
         self.mean = torch.full((settings.channels,), 0.5, device=device)
         self.std = torch.full((settings.channels,), 0.25, device=device)
         self.views = byol_views(self.config.blur, (self.config.crop_min_scale, 1.0), self.config.augmentations, size)
-        self.device, self.size, self.count = device, size, 0
+        self.device, self.size = device, size
 
     def make_views(self):
         return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator)
 
     def update(self, view_1, view_2):
-        return optimizer_step(self.step_model, self.optimizer, view_1, view_2, self.device)
+        """Forward, backward and optimizer: the training step without its EMA (τ = None)."""
+        return self.train_step(view_1, view_2, 0.1, None)
 
     def ema(self):
-        self.model.update_target(self.count, 10 ** 6)
-        self.count += 1
+        """The EMA alone, eager: one multi-tensor lerp, as inside the compiled step."""
+        self.model.update_target(0, 1, momentum=0.99)
 
     def __call__(self):
-        self.update(*self.make_views())
-        self.ema()
+        self.train_step(*self.make_views(), 0.1, 0.99)
 
     def timed(self, steps: int) -> float:
         """Seconds per step over ``steps`` whole steps."""
@@ -138,9 +148,9 @@ def bench(**settings) -> BenchResult:
     step = Step(settings, device)
     settings = step.settings
     _say(f"{settings.arch}, {settings.image_size} px, batch {settings.batch_size}, {device}"
-         f"{', compiled' if settings.compile else ''}: warming up{' (compiling)' if settings.compile else ''} ...")
+         f"{compiled(settings)}: warming up{' (compiling)' if settings.compile else ''} ...")
     started = time.perf_counter()
-    step(), step()  # the first steps allocate (and compile)
+    step(), step(), step.update(*step.make_views())  # the first steps allocate (and compile, with and without EMA)
     probe = step.timed(1)
     while time.perf_counter() - started < 0.1 * settings.seconds:
         probe = min(probe, step.timed(1))
@@ -166,8 +176,11 @@ def bench(**settings) -> BenchResult:
         t3 = time.perf_counter()
         for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
             parts[name].append(value)
-    with FlopCounterMode(display=False) as counter:
-        step.update(*step.make_views())
+    with FlopCounterMode(display=False) as counter:  # the eager model: the same work, counted op by op
+        with autocast(device):
+            loss = step.model(*step.make_views())
+        loss.backward()
+    step.model.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     achieved = flops / step_s / 1e12
     peak = _peak_tflops(device, settings.peak_tflops)
@@ -196,7 +209,7 @@ def print_bench(result: BenchResult) -> None:
     ]
     config = result.config
     print(f"byol bench: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.device}"
-          f"{', compiled' if config.compile else ''}; {config.repeats} x {result.steps} timed steps")
+          f"{compiled(config)}; {config.repeats} x {result.steps} timed steps")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -19,6 +19,7 @@ from .optim import OPTIMIZERS
 from .settings import Settings, is_finite, load_yaml, option, require
 
 RECIPES = Path(__file__).parent / "recipes"  # the named recipes: YAML files of settings
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def recipe_names() -> list[str]:
@@ -132,8 +133,10 @@ class PretrainConfig(DataOptions):
     knn_temperature: float = option(0.1, "temperature of the k-NN vote weights exp(sim / T)")
     linear_probe: bool = option(True, "fit a logistic-regression probe on frozen features at the end")
     seed: int = option(0, "seed for initialisation, data order and augmentation")
-    compile: bool = option(False, "torch.compile the forward passes (a minute of compiling first; check the gain "
-                           "with byol bench --compile on your machine)")
+    compile: bool = option(False, "torch.compile the training step: forwards, backward, optimizer and EMA (a minute "
+                           "of compiling first; check the gain with byol bench --compile on your machine)")
+    compile_mode: str = option("default", "torch.compile's mode with --compile (reduce-overhead: CUDA graphs on a GPU)",
+                               choices=COMPILE_MODES)
     sync_bn: bool | None = option(None, "with several processes (torchrun): BatchNorm statistics over the global "
                                   "batch, as in the paper [default: on with more than one process]")
     device: str = option("auto", "cuda, cpu, or auto (cuda when available)")
@@ -170,6 +173,8 @@ class PretrainConfig(DataOptions):
         require(not (self.resume and self.init_from), "init_from", f"starts a new run, {setting('resume')} continues one: give only one")
         require(self.image_size is None or self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size}")
         require(self.log_every >= 1, "log_every", f"must be at least 1, got {self.log_every}")
+        require(self.compile or self.compile_mode == "default", "compile_mode",
+                f"{self.compile_mode} is a mode of --compile, which is off: add --compile")
         require(self.checkpoint_every is None or self.checkpoint_interval is not None, "checkpoint_every",
                 f"{self.checkpoint_every}: give a number of steps (500) or of minutes (30m)")
         for name in ("mean", "std"):
@@ -188,4 +193,4 @@ class PretrainConfig(DataOptions):
 
 # Options that may change when a run is resumed; everything else defines the run.
 RESUMABLE_OPTIONS = {"resume", "stop_after", "device", "log_every", "overwrite", "out", "sync_bn", "compile",
-                     "checkpoint_every"}
+                     "compile_mode", "checkpoint_every"}

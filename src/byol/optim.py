@@ -20,7 +20,9 @@ class LARS(torch.optim.Optimizer):
     no weight decay — see ``parameter_groups``.
 
     Multi-tensor (``torch._foreach_*``): a handful of kernels per group and step, not a few per
-    parameter — the step of a ResNet-18 has ~60 parameter tensors.  Nothing leaves the device.
+    parameter — the step of a ResNet-18 has ~60 parameter tensors.  Nothing leaves the device:
+    a group's ``lr`` may be a 0-d device tensor (the compiled training step writes it in place
+    each step, so the graph stays the same), and no branch reads a value back.
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
@@ -28,6 +30,9 @@ class LARS(torch.optim.Optimizer):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
                         trust_coefficient=trust_coefficient, clip=clip, lars_adapt=True)
         super().__init__(params, defaults)
+        for group in self.param_groups:  # made now, not at the first step: a compiled step then compiles once
+            for p in group["params"]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -48,18 +53,14 @@ class LARS(torch.optim.Optimizer):
                 # the reference implementations do; torch.where keeps this on the device.
                 trust = torch.where((param_norm > 0) & (update_norm > 0),
                                     group["trust_coefficient"] * param_norm / update_norm, torch.ones_like(param_norm))
-                if group["clip"]:
-                    trust = torch.clamp(trust / group["lr"], max=1.0) if group["lr"] > 0 else trust
+                if group["clip"]:  # lr · min(trust / lr, 1); at lr = 0 the step is 0 whatever the trust
+                    lr = torch.as_tensor(group["lr"], device=trust.device)
+                    trust = torch.where(lr > 0, torch.clamp(trust / lr, max=1.0), trust)
                 torch._foreach_mul_(updates, list(trust.unbind()))
-            buffers = []
-            for p in params:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buffers.append(state["momentum_buffer"])
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_mul_(buffers, group["momentum"])
             torch._foreach_add_(buffers, updates)
-            torch._foreach_add_(params, buffers, alpha=-group["lr"])
+            torch._foreach_sub_(params, torch._foreach_mul(buffers, group["lr"]))  # lr: a float or a tensor
         return loss
 
 

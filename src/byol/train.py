@@ -73,14 +73,49 @@ def two_views(batch: Batch, views, image_size: int, mean: torch.Tensor, std: tor
                  .contiguous(memory_format=torch.channels_last) for recipe in views)
 
 
-def optimizer_step(step_model, optimizer, view_1: torch.Tensor, view_2: torch.Tensor, device) -> torch.Tensor:
-    """Loss of both views, backward, one optimizer step; returns the loss (not read back)."""
-    with autocast(device):
-        loss = step_model(view_1, view_2)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss
+class TrainStep:
+    """One training step from the two views: the loss of both, backward, the optimizer at ``lr``,
+    then the EMA at ``tau`` (ξ ← τξ + (1 − τ)θ; None for a method without a target).
+
+    Eager, or ``compiled``: torch.compile turns it into three graphs — the forwards with the loss,
+    their backward (AOTAutograd), and the optimizer with the EMA (multi-tensor LARS and lerp) —
+    that stay the same for the whole run.  lr and τ then live in 0-d device tensors written in
+    place before each step, so the moving schedules neither recompile a graph nor read anything
+    back to the host; ``mode`` is torch.compile's ("reduce-overhead" replays each graph as a CUDA
+    graph on a GPU).  Eager is the fallback and the reference the tests compare against.
+    ``forward`` is what computes the loss (the model, or its DistributedDataParallel wrapper).
+    """
+
+    def __init__(self, model, optimizer, device: torch.device, forward=None, compiled: bool = False,
+                 mode: str = "default"):
+        self.model, self.optimizer, self.device, self.compiled = model, optimizer, device, compiled
+        self.forward, self.update = forward or model, self._update
+        if compiled:  # float64: 1 − τ keeps the digits it has when computed on the host
+            self.lr, self.tau = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(2))
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+            self.forward, self.update = (torch.compile(f, mode=mode) for f in (self.forward, self.update))
+
+    def _update(self, tau):
+        self.optimizer.step()
+        if tau is not None:  # τ given: update_target's step and total_steps do not enter
+            self.model.update_target(0, 1, momentum=tau)
+
+    def __call__(self, view_1: torch.Tensor, view_2: torch.Tensor, lr: float, tau: float | None) -> torch.Tensor:
+        """One step; returns the loss, on the device (not read back)."""
+        if self.compiled:
+            self.lr.fill_(lr)
+            tau = None if tau is None else self.tau.fill_(tau)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        with autocast(self.device):
+            loss = self.forward(view_1, view_2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.update(tau)
+        # a copy: a CUDA graph's output is overwritten by its next replay, and the meter keeps losses a while
+        return loss.detach().clone() if self.compiled else loss
 
 
 @dataclasses.dataclass
@@ -126,7 +161,7 @@ class Plan:
         return (self.config.seed * 1_000_003 + step) * 4_099 + rank
 
 
-def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, mean, std, step: int,
+def train_one_epoch(model, train_step: TrainStep, batches, views, plan: Plan, mean, std, step: int,
                     meter: StepMeter, saver: Checkpointer, rank: int, device: torch.device) -> tuple[int, torch.Tensor]:
     """One pass over ``batches``; returns the step count after it and the last batch's first view."""
     model.train()
@@ -135,10 +170,7 @@ def train_one_epoch(model, step_model, optimizer, batches, views, plan: Plan, me
         generator.manual_seed(plan.augmentation_seed(step, rank))  # the draws of a step depend on nothing else
         view_1, view_2 = two_views(batch, views, plan.image_size, mean, std, generator)
         lr, tau = plan.lr(step), plan.tau(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = optimizer_step(step_model, optimizer, view_1, view_2, device)
-        model.update_target(step, plan.total_steps, momentum=tau)  # ξ ← τξ + (1 − τ)θ
+        loss = train_step(view_1, view_2, lr, tau)
         step += 1
         saver.after_step(step, window_ended=meter.update(loss, step, lr, tau))
     return step, view_1
@@ -271,10 +303,9 @@ def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, s
     config = plan.config
     # DDP averages the online network's gradients; the target has none and is updated by the
     # same EMA on every rank, so it stays identical without communication.
-    step_model = torch.nn.parallel.DistributedDataParallel(
+    forward = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None) if process.distributed else model
-    if config.compile:
-        step_model = torch.compile(step_model)
+    train_step = TrainStep(model, optimizer, device, forward, config.compile, config.compile_mode)
     # In memory: the uint8 images move to the device when they fit there, and batches are
     # gathered and augmented on it.  Streaming: workers decode, the device augments.
     train_set = dataset.train
@@ -294,7 +325,7 @@ def train_epochs(model, optimizer, dataset: DataSplits, plan: Plan, mean, std, s
             batches = train_set.batches(order, plan.rank_batch, device, drop_last=True)
             try:
                 with meter:
-                    step, last_views = train_one_epoch(model, step_model, optimizer, batches, views, plan,
+                    step, last_views = train_one_epoch(model, train_step, batches, views, plan,
                                                        mean.to(device), std.to(device), state["step"], meter, saver,
                                                        process.rank, device)
             except Diverged as error:

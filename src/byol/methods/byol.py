@@ -118,9 +118,9 @@ class BYOL(nn.Module):
         momentum = self.fixed_target_momentum if momentum is None else momentum
         tau = target_momentum(step, total_steps, self.base_target_momentum) if momentum is None else momentum
         targets, onlines = zip(*self.ema_pairs())
-        # foreach: one fused kernel per op over all tensors instead of one per tensor.
-        torch._foreach_mul_(targets, tau)
-        torch._foreach_add_(targets, onlines, alpha=1 - tau)
+        # ξ + (1 − τ)(θ − ξ): one multi-tensor kernel over all pairs, exact at τ = 0 and τ = 1;
+        # τ may be a 0-d device tensor (the compiled step's), so nothing waits for the host.
+        torch._foreach_lerp_(targets, onlines, 1 - tau)
         return tau
 
 
