@@ -274,3 +274,20 @@ def test_sixteen_bit_levels_below_the_8_bit_step_survive_to_the_views():
     recipe = ViewRecipe(jitter_prob=0, grayscale_prob=0, blur_prob=0, flip_prob=0, crop_scale=(1, 1), crop_ratio=(1, 1))
     views = augment(images, recipe, 8, torch.tensor([0.45]), torch.tensor([0.01]), torch.Generator().manual_seed(0))
     assert (views[1] - views[0]).mean().item() == pytest.approx(100 / 65535 / 0.01, rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels", [3, 1])
+def test_compiled_view_application_agrees_with_eager(channels):
+    from byol.augment import ViewApplier
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, channels, 40, 36), dtype=torch.uint8, generator=generator)
+    mean, std = torch.full((channels,), 0.4), torch.full((channels,), 0.2)
+    recipe = dataclasses.replace(ViewRecipe(), vflip_prob=0.5, rotation=90.0, solarize_prob=0.5, blur_prob=0.5)
+    compiled = ViewApplier(compiled=True)
+    for _ in range(2):  # fresh draws: the second call reuses the first call's graphs
+        params = sample_view_params(recipe, 16, 40, 36, generator)
+        eager = apply_view(images, params, 24, mean, std)
+        assert not torch.allclose(eager, apply_view(images, params, 24), atol=0.1)  # normalised
+        torch.testing.assert_close(compiled(images, params, 24, mean, std), eager, rtol=0, atol=1e-4)

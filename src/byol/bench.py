@@ -118,7 +118,8 @@ class Step:
         self.device, self.size = device, size
 
     def make_views(self):
-        return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator)
+        return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator,
+                         self.train_step.apply_view)
 
     def update(self, view_1, view_2):
         """Forward, backward and optimizer: the training step without its EMA (τ = None)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import augment, byol_views
+from .augment import ViewApplier, apply_view, augment, byol_views
 from .backbones import as_encoder, create_encoder
 from .config import RESUMABLE_OPTIONS, PretrainConfig, recipe_values
 from .data import Batch, DataSplits, as_splits, with_unlabeled
@@ -67,29 +67,32 @@ def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -
 
 
 def two_views(batch: Batch, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both augmented, normalised views of a batch, channels-last."""
-    return tuple(augment(batch.images, recipe, image_size, mean, std, generator, batch.sizes)
+              generator: torch.Generator, apply=apply_view) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both augmented, normalised views of a batch, channels-last (``apply``: a ``ViewApplier``)."""
+    return tuple(augment(batch.images, recipe, image_size, mean, std, generator, batch.sizes, apply)
                  .contiguous(memory_format=torch.channels_last) for recipe in views)
 
 
 class TrainStep:
     """One training step from the two views: the loss of both, backward, the optimizer at ``lr``,
-    then the EMA at ``tau`` (ξ ← τξ + (1 − τ)θ; None for a method without a target).
+    then the EMA at ``tau`` (ξ ← τξ + (1 − τ)θ; None for a method without a target); and
+    ``apply_view``, the half of the augmentation that applies the drawn parameters.
 
-    Eager, or ``compiled``: torch.compile turns it into three graphs — the forwards with the loss,
-    their backward (AOTAutograd), and the optimizer with the EMA (multi-tensor LARS and lerp) —
-    that stay the same for the whole run.  lr and τ then live in 0-d device tensors written in
-    place before each step, so the moving schedules neither recompile a graph nor read anything
-    back to the host; ``mode`` is torch.compile's ("reduce-overhead" replays each graph as a CUDA
-    graph on a GPU).  Eager is the fallback and the reference the tests compare against.
+    Eager, or ``compiled``: torch.compile turns it into graphs — the views' colour ops (see
+    ``ViewApplier``), the forwards with the loss, their backward (AOTAutograd), and the optimizer
+    with the EMA (multi-tensor LARS and lerp) — that stay the same for the whole run.  lr and τ then live in
+    0-d device tensors written in place before each step, so the moving schedules neither
+    recompile a graph nor read anything back to the host; ``mode`` is torch.compile's
+    ("reduce-overhead" replays each graph as a CUDA graph on a GPU).  The per-image draws stay
+    eager: a generator re-seeded every step is what lets a resumed run draw what an uninterrupted
+    one does.  Eager is the fallback and the reference the tests compare against.
     ``forward`` is what computes the loss (the model, or its DistributedDataParallel wrapper).
     """
 
     def __init__(self, model, optimizer, device: torch.device, forward=None, compiled: bool = False,
                  mode: str = "default"):
         self.model, self.optimizer, self.device, self.compiled = model, optimizer, device, compiled
-        self.forward, self.update = forward or model, self._update
+        self.apply_view, self.forward, self.update = ViewApplier(compiled, mode), forward or model, self._update
         if compiled:  # float64: 1 − τ keeps the digits it has when computed on the host
             self.lr, self.tau = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(2))
             for group in optimizer.param_groups:
@@ -168,7 +171,7 @@ def train_one_epoch(model, train_step: TrainStep, batches, views, plan: Plan, me
     generator = torch.Generator(device=device)
     for batch in meter.timed(batches):
         generator.manual_seed(plan.augmentation_seed(step, rank))  # the draws of a step depend on nothing else
-        view_1, view_2 = two_views(batch, views, plan.image_size, mean, std, generator)
+        view_1, view_2 = two_views(batch, views, plan.image_size, mean, std, generator, train_step.apply_view)
         lr, tau = plan.lr(step), plan.tau(step)
         loss = train_step(view_1, view_2, lr, tau)
         step += 1
