@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import byol_views
-from .config import COMPILE_MODES, PretrainConfig
+from .config import COMPILE_MODES, PretrainConfig, check_compile_mode
 from .data import Batch
 from .device import autocast, resolve_device, synchronize
 from .recipes import DataFacts, resolve
@@ -54,8 +54,7 @@ class BenchConfig(Settings):
         require(self.channels >= 1, "channels", f"must be positive, got {self.channels}")
         require(self.repeats >= 1, "repeats", f"must be positive, got {self.repeats}")
         require(self.seconds > 0, "seconds", f"must be positive, got {self.seconds}")
-        require(self.compile or self.compile_mode == "default", "compile_mode",
-                f"{self.compile_mode} is a mode of --compile, which is off: add --compile")
+        check_compile_mode(self)
         require(self.batch_size is None or self.batch_size >= 2, "batch_size",
                 f"must be at least 2, got {self.batch_size}")
 

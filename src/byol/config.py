@@ -22,6 +22,12 @@ RECIPES = Path(__file__).parent / "recipes"  # the named recipes: YAML files of 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
+def check_compile_mode(settings) -> None:
+    """``compile_mode`` is a mode of ``compile``: given without it, it would silently do nothing."""
+    require(settings.compile or settings.compile_mode == "default", "compile_mode",
+            f"{settings.compile_mode} is a mode of --compile, which is off: add --compile")
+
+
 def recipe_names() -> list[str]:
     return ["auto"] + sorted(path.stem for path in RECIPES.glob("*.yaml"))
 
@@ -173,8 +179,7 @@ class PretrainConfig(DataOptions):
         require(not (self.resume and self.init_from), "init_from", f"starts a new run, {setting('resume')} continues one: give only one")
         require(self.image_size is None or self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size}")
         require(self.log_every >= 1, "log_every", f"must be at least 1, got {self.log_every}")
-        require(self.compile or self.compile_mode == "default", "compile_mode",
-                f"{self.compile_mode} is a mode of --compile, which is off: add --compile")
+        check_compile_mode(self)
         require(self.checkpoint_every is None or self.checkpoint_interval is not None, "checkpoint_every",
                 f"{self.checkpoint_every}: give a number of steps (500) or of minutes (30m)")
         for name in ("mean", "std"):

@@ -54,8 +54,9 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where((param_norm > 0) & (update_norm > 0),
                                     group["trust_coefficient"] * param_norm / update_norm, torch.ones_like(param_norm))
                 if group["clip"]:  # lr · min(trust / lr, 1); at lr = 0 the step is 0 whatever the trust
-                    lr = torch.as_tensor(group["lr"], device=trust.device)
-                    trust = torch.where(lr > 0, torch.clamp(trust / lr, max=1.0), trust)
+                    lr = group["lr"]  # a float is compared on the host: no copy to the device, no sync
+                    clipped = torch.clamp(trust / lr, max=1.0)
+                    trust = torch.where(lr > 0, clipped, trust) if torch.is_tensor(lr) else clipped if lr > 0 else trust
                 torch._foreach_mul_(updates, list(trust.unbind()))
             buffers = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_mul_(buffers, group["momentum"])
