@@ -36,11 +36,11 @@ import torch
 
 from byol import PretrainConfig, create_encoder, pretrain
 from byol.data import load_dataset
-from byol.device import resolve_device
-from byol.distributed import Process
-from byol.methods import healthy_spread, is_collapsed
-from byol.monitor import frozen_evaluation
-from byol.report import load_run, report
+from byol.base.device import resolve_device
+from byol.training.distributed import Process
+from byol.models.methods import healthy_spread, is_collapsed
+from byol.training.monitor import frozen_evaluation
+from byol.commands.report import load_run, report
 
 # One setting changed per run; everything else is the baseline: BYOL with the CPU preset
 # (batch 256).  The batch-size claims use 64 and 512.

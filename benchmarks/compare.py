@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from byol.backbones import create_encoder
-from byol.bench import bench
+from byol.models.backbones import create_encoder
+from byol.commands.bench import bench
 
 
 def sync(device):

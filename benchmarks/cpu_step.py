@@ -11,8 +11,8 @@ import time
 import torch
 
 from byol import BYOL, byol_views, create_encoder, parameter_groups
-from byol.augment import augment
-from byol.optim import create_optimizer
+from byol.views.apply import augment
+from byol.optim.lars import create_optimizer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch-size", type=int, default=256)

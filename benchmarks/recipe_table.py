@@ -3,8 +3,8 @@ table (BENCHMARKS.md, "Settings from the data").  Nothing trains; the facts are 
 
     .venv/bin/python benchmarks/recipe_table.py
 """
-from byol.config import PretrainConfig
-from byol.recipes import DataFacts, derive
+from byol.settings.pretrain import PretrainConfig
+from byol.settings.recipes import DataFacts, derive
 
 KINDS = {  # name: what the recipe knows before training
     "Fashion-MNIST, 28 px gray, CPU": DataFacts(60_000, 28, 1, 8, False, "cpu"),

@@ -4,8 +4,8 @@ import torchvision
 from torch import nn
 
 from byol import create_encoder, load_encoder, save_encoder
-from byol.backbones import adapt_first_conv, as_encoder, feature_width, patch_size_for
-from byol.errors import UserError
+from byol.models.backbones import adapt_first_conv, as_encoder, feature_width, patch_size_for
+from byol.base.errors import UserError
 
 
 def test_small_stem_is_automatic_for_small_images():
@@ -100,7 +100,7 @@ def test_saved_encoder_loads_into_torchvision_resnet_and_remembers_its_normalisa
 
 
 def test_imagenet_style_weights_load_for_any_architecture_and_channel_count(tmp_path):
-    from byol.weights import load_weights
+    from byol.models.weights import load_weights
 
     reference = torchvision.models.efficientnet_b0()
     torch.save(reference.state_dict(), tmp_path / "efficientnet.pth")

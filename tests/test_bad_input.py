@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.cli import build_parser, main
+from byol.commands.cli import build_parser, main
 from conftest import graded_folder, save, write_csv, write_idx
 
 
@@ -38,6 +38,8 @@ def place(tmp_path_factory) -> Path:
     np.savez(root / "no-train.npz", test_images=np.zeros((2, 8, 8), np.uint8))
     (root / "typo.yaml").write_text("epoch: 3\n")
     (root / "list.yaml").write_text("epochs: [1, 2]\n")
+    (root / "method.yaml").write_text("method: moco\n")
+    (root / "seconds.yaml").write_text("seconds: soon\n")
     (root / "broken.yaml").write_text("epochs: [1,\n")
     (root / "junk.pth").write_bytes(b"not a state dict")
     (root / "junk.safetensors").write_bytes(b"not safetensors either")
@@ -79,7 +81,14 @@ CASES = {
                                     "--device", "cpu"], ["--batch-size 1000", "larger than the dataset"]),
     # pretrain: settings
     "YAML typo": (["pretrain", "--config", "{p}/typo.yaml"], ["unknown setting 'epoch'", "--help"]),
-    "YAML list for a number": (["pretrain", "--config", "{p}/list.yaml"], ["--epochs expects int", "[1, 2]"]),
+    "YAML list for a number": (["pretrain", "--config", "{p}/list.yaml"], ["epochs in {p}/list.yaml expects int", "[1, 2]"]),
+    "YAML list for a number, overridden by a flag": (["pretrain", "--config", "{p}/list.yaml", "--epochs", "3"],
+                                                     ["epochs in {p}/list.yaml expects int", "[1, 2]"]),
+    "YAML choice unknown, overridden by a flag": (["pretrain", "--config", "{p}/method.yaml", "--method", "byol"],
+                                                  ["method in {p}/method.yaml must be one of", "moco"]),
+    "YAML typo for another command": (["compare", "--init", "random", "--config", "{p}/typo.yaml"],
+                                      ["unknown setting 'epoch' in {p}/typo.yaml"]),
+    "YAML bad value for bench": (["bench", "--config", "{p}/seconds.yaml"], ["seconds in {p}/seconds.yaml expects float"]),
     "YAML that does not parse": (["pretrain", "--config", "{p}/broken.yaml"], ["not valid YAML"]),
     "missing YAML": (["pretrain", "--config", "{p}/nothing.yaml"], ["config file", "not found"]),
     "batch 0": (["pretrain", "--batch-size", "0"], ["--batch-size must be at least 2"]),
@@ -109,6 +118,8 @@ CASES = {
                                 ["not empty", "--resume", "--overwrite"]),
     "run directory under a file": (["pretrain", "--data", "{p}/idx", "--out", "{p}/a-file/run", *TINY],
                                    ["cannot create it", "choose another place"]),
+    "run directory the system refuses": (["pretrain", "--data", "{p}/idx", "--out", "/proc/nope", *TINY],
+                                         ["--out /proc/nope: cannot create it", "choose another place"]),
     "init-from missing": (["pretrain", "--data", "{p}/idx", "--init-from", "{p}/nothing.safetensors", *TINY],
                           ["--init-from", "no weights file"]),
     "init-from not weights": (["pretrain", "--data", "{p}/idx", "--init-from", "{p}/junk.safetensors", *TINY],
@@ -134,7 +145,7 @@ CASES = {
     "compare without encoders": (["compare", "--data", "{p}/idx"], ["--init", "at least one"]),
     # embed, report, bench
     "embed to a non-npy file": (["embed", "--init", "random", "--out", "{p}/f.parquet"], ["--out", ".npy"]),
-    "embed without an output": (["embed", "--init", "random"], ["--out is required"]),
+    "embed without an output": (["embed", "--init", "random"], ["required", "--out"]),
     "embed missing data": (["embed", "--init", "random", "--data", "{p}/nothing", "--out", "{p}/f.npy"], ["no such file"]),
     "report on a folder that is no run": (["report", "{p}/empty"], ["is not a byol run directory"]),
     "report with negative maps": (["report", "{p}/run", "--map-images", "-1"], ["--map-images must be >= 0"]),

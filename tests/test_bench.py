@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from byol import BYOL, create_encoder
-from byol.bench import bench
-from byol.cli import main
+from byol.commands.bench import bench
+from byol.commands.cli import main
 
 
 def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
@@ -29,7 +29,7 @@ def test_bench_runs_on_cpu_and_its_parts_are_consistent(capsys):
 
 
 def test_bench_rejects_nonsense():
-    from byol.errors import UserError
+    from byol.base.errors import UserError
 
     with pytest.raises(UserError, match="seconds must be positive"):
         bench(arch="narrow_resnet", seconds=0, device="cpu")
@@ -45,8 +45,8 @@ def test_bench_defaults_fit_the_device_and_the_time_budget_sets_the_steps():
 def test_compiled_and_eager_training_steps_agree_and_moving_schedules_do_not_recompile():
     from torch._dynamo.utils import counters
 
-    from byol.optim import create_optimizer, parameter_groups
-    from byol.train import TrainStep
+    from byol.optim.lars import create_optimizer, parameter_groups
+    from byol.training.step import TrainStep
 
     def train_step(compiled):
         torch.manual_seed(0)

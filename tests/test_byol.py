@@ -46,8 +46,8 @@ def test_ema_matches_formula():
         for p in model.online_parameters():
             p.add_(torch.randn_like(p))
     pairs = [(t.detach().clone().double(), o.detach().clone().double()) for t, o in model.ema_pairs()]
-    tau = model.update_target(step=37, total_steps=100)
-    assert tau == pytest.approx(target_momentum(37, 100, 0.996))
+    tau = target_momentum(37, 100, 0.996)
+    model.update_target(tau)
     eps = torch.finfo(torch.float32).eps
     for (target, _), (old_target, online) in zip(model.ema_pairs(), pairs):
         expected = tau * old_target + (1 - tau) * online
@@ -60,7 +60,7 @@ def test_ema_leaves_batchnorm_buffers_alone():
     model = tiny_model()
     with torch.no_grad():
         model.online_encoder.bn1.running_mean.fill_(5.0)
-    model.update_target(0, 10)
+    model.update_target(0.99)
     assert torch.equal(model.target_encoder.bn1.running_mean, torch.zeros_like(model.target_encoder.bn1.running_mean))
 
 
@@ -70,9 +70,9 @@ def test_fixed_momentum_one_and_zero():
         for p in model.online_parameters():
             p.add_(1.0)
     frozen = [t.clone() for t, _ in model.ema_pairs()]
-    model.update_target(0, 10, momentum=1.0)
+    model.update_target(1.0)
     assert all(torch.equal(t, f) for (t, _), f in zip(model.ema_pairs(), frozen))
-    model.update_target(0, 10, momentum=0.0)
+    model.update_target(0.0)
     assert all(torch.equal(t, o) for t, o in model.ema_pairs())
 
 
@@ -170,23 +170,35 @@ def test_no_predictor_means_no_predictor_parameters_and_projections_are_compared
     assert sum(p.numel() for p in with_predictor.predictor.parameters()) > 0
 
 
-def test_fixed_tau_one_leaves_the_target_untouched_and_tau_zero_copies_the_online_network():
-    frozen = tiny_model(fixed_target_momentum=1.0)
+def test_the_plan_is_the_one_source_of_tau_cosine_or_the_fixed_ablation_value():
+    from byol import PretrainConfig
+    from byol.training.step import Plan
+
+    scheduled = Plan(PretrainConfig(epochs=2, base_target_momentum=0.99), 16, 5, 8)
+    assert [scheduled.tau(k) for k in (0, 5, 10)] == [pytest.approx(target_momentum(k, 10, 0.99)) for k in (0, 5, 10)]
+    assert scheduled.tau(0) == pytest.approx(0.99) and scheduled.tau(10) == pytest.approx(1.0)
+    fixed = Plan(PretrainConfig(epochs=2, base_target_momentum=0.99, target_momentum=1.0), 16, 5, 8)
+    assert {fixed.tau(k) for k in range(11)} == {1.0}
+    assert Plan(PretrainConfig(epochs=2, method="simclr"), 16, 5, 8).tau(3) is None
+
+
+def test_tau_one_leaves_the_target_untouched_and_tau_zero_copies_the_online_network():
+    frozen = tiny_model()
     start = [t.clone() for t, _ in frozen.ema_pairs()]
     optimizer = torch.optim.SGD(frozen.online_parameters(), lr=0.5)
     for step in range(3):
         frozen(*views()).backward()
         optimizer.step()
         optimizer.zero_grad()
-        assert frozen.update_target(step, 10) == 1.0
+        frozen.update_target(1.0)
     assert all(torch.equal(t, s) for (t, _), s in zip(frozen.ema_pairs(), start))
     assert not all(torch.equal(o, s) for (_, o), s in zip(frozen.ema_pairs(), start))  # the online net did learn
 
-    copied = tiny_model(fixed_target_momentum=0.0)
+    copied = tiny_model()
     with torch.no_grad():
         for p in copied.online_parameters():
             p.add_(torch.randn_like(p))
-    assert copied.update_target(5, 10) == 0.0
+    copied.update_target(0.0)
     assert all(torch.equal(t, o) for t, o in copied.ema_pairs())
 
 
@@ -201,15 +213,15 @@ def test_head_norm_switch_changes_every_head(norm, layers):
 
 def test_method_switch_builds_the_named_method(tmp_path):
     from byol import PretrainConfig, SimCLR
-    from byol.errors import UserError, command_line
-    from byol.train import build_model
+    from byol.base.errors import UserError, command_line
+    from byol.training.step import build_model
 
     config = PretrainConfig(method="simclr", arch="narrow_resnet", hidden_dim=32, projection_dim=16)
     assert isinstance(build_model(config, 1, 28), SimCLR)
     config = PretrainConfig(predictor=False, target_momentum=1.0, head_norm="none", arch="narrow_resnet",
                             hidden_dim=32, projection_dim=16)
     model = build_model(config, 1, 28)
-    assert isinstance(model, BYOL) and model.fixed_target_momentum == 1.0
+    assert isinstance(model, BYOL)
     assert isinstance(model.predictor, nn.Identity) and not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
     with pytest.raises(UserError, match="method must be one of byol, simclr, got 'moco'"):
         PretrainConfig(method="moco")

@@ -2,6 +2,8 @@
 diverged weights, and keeps a readable checkpoint whatever happens to the newest one."""
 import csv
 import json
+import os
+import re
 import resource
 import signal
 import subprocess
@@ -11,28 +13,49 @@ import pytest
 import torch
 
 from byol import pretrain
-from byol.errors import UserError
+from byol.base.errors import Interrupted, UserError
 from conftest import tiny_settings
 
 # Runs byol's command line in a process that kills itself with SIGNAL when the COUNT-th call of
 # the named function begins: the faults a preempted job, an OOM kill or a power cut cause.
 HARNESS = """
 import os, signal, sys
-import byol.monitor, byol.rundir, byol.train
+import byol.training.monitor, byol.base.rundir, byol.training.step
 point, count, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
-owners = {"step": (byol.train.TrainStep, "__call__"), "checkpoint": (byol.rundir.RunDir, "save_checkpoint"),
-          "rename": (os, "replace"), "encoder": (byol.rundir.RunDir, "save_encoder"),
-          "probe": (byol.monitor, "linear_probe"), "results": (byol.rundir.RunDir, "save_results")}
-owner, name = owners[point]
-original, calls = getattr(owner, name), [0]
-def faulty(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == count:
-        os.kill(os.getpid(), sig)
-    return original(*args, **kwargs)
-setattr(owner, name, faulty)
-from byol.cli import main
-sys.exit(main(sys.argv[4:]))
+owners = {"step": (byol.training.step.TrainStep, "__call__"), "checkpoint": (byol.base.rundir.RunDir, "save_checkpoint"),
+          "rename": (os, "replace"), "encoder": (byol.base.rundir.RunDir, "save_encoder"),
+          "probe": (byol.training.monitor, "linear_probe"), "results": (byol.base.rundir.RunDir, "save_results")}
+calls, inside = [0], [False]
+if point == "checkpoint-io":  # every flush and rename made while a checkpoint is written
+    save = byol.base.rundir.RunDir.save_checkpoint
+    def saving(self, state):
+        inside[0] = True
+        try:
+            return save(self, state)
+        finally:
+            inside[0] = False
+    byol.base.rundir.RunDir.save_checkpoint = saving
+    for name in ("replace", "fsync"):
+        def operation(*args, original=getattr(os, name), **kwargs):
+            if inside[0]:
+                calls[0] += 1
+                if calls[0] == count:
+                    os.kill(os.getpid(), sig)
+            return original(*args, **kwargs)
+        setattr(os, name, operation)
+else:
+    owner, name = owners[point]
+    original = getattr(owner, name)
+    def faulty(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == count:
+            os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+    setattr(owner, name, faulty)
+from byol.commands.cli import main
+status = main(sys.argv[4:])
+print(f"calls {calls[0]}")
+sys.exit(status)
 """
 
 
@@ -86,6 +109,68 @@ def test_killed_at_any_moment_a_resumed_run_ends_as_an_uninterrupted_one(tiny_id
     assert again.returncode == 0 and json.loads((run / "results.json").read_text()) == finished
 
 
+METRICS = ("epoch", "step", "loss", "lr", "target_momentum", "collapse_std", "knn_top1")  # all but the timings
+
+
+def test_a_stop_at_every_step_resumes_to_the_same_weights_and_metrics(tiny_idx, tmp_path, monkeypatch):
+    """SIGTERM (a preempted job) at each step of a 3-epoch, 12-step run in turn — the last step of
+    every epoch and of the run among them — then --resume: the weights of an uninterrupted run,
+    bit for bit, and the same metrics row for every epoch."""
+    import byol.training.step
+
+    settings = dict(epochs=3, batch_size=80, knn_every=1, linear_probe=False, log_every=3)
+    straight = pretrain(**tiny_settings(tiny_idx, tmp_path / "straight", **settings))
+    assert straight.config.epochs * (320 // 80) == 12
+    reference = final_state(tmp_path / "straight")
+    original = byol.training.step.TrainStep.__call__
+    for stop_at in range(1, 13):
+        calls = [0]
+
+        def preempted(self, *args):
+            calls[0] += 1
+            loss = original(self, *args)
+            if calls[0] == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # noted by the handler; the loop stops after this step
+            return loss
+
+        run = tmp_path / f"stopped-{stop_at}"
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
+        with pytest.raises(Interrupted, match=f"stopped by SIGTERM at step {stop_at} "):
+            pretrain(**tiny_settings(tiny_idx, run, **settings))
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+        resumed = pretrain(out=str(run), resume=True)
+        assert_same_weights(final_state(run), reference)
+        assert [{k: row[k] for k in METRICS} for row in resumed.metrics] == \
+            [{k: row[k] for k in METRICS} for row in straight.metrics], stop_at
+
+
+@pytest.mark.slow
+def test_killed_at_every_flush_and_rename_of_a_checkpoint_a_run_resumes_exactly(tiny_idx, tmp_path):
+    """SIGKILL before each file-system operation of the first three checkpoint writes (the first
+    ever, one beside an earlier last.pt, one at an epoch's end): the resumed run ends with the
+    weights of an uninterrupted one."""
+    args = lambda run, *extra: flags(tiny_idx, run, "--epochs", "2", "--batch-size", "80", "--checkpoint-every", "2",
+                                     "--knn-every", "0", "--no-linear-probe", *extra)  # noqa: E731
+    straight = tmp_path / "straight"
+    counted = run_with_fault("checkpoint-io", 10 ** 6, "SIGKILL", args(straight))
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    operations = int(re.search(r"calls (\d+)", counted.stdout).group(1))
+    # flush, rename to next.pt, flush the folder, (last.pt -> previous.pt,) next.pt -> last.pt, flush the folder:
+    first_three = 5 + 6 + 6  # the first ever (no last.pt), an epoch's end (step 4), inside epoch 2 (step 6)
+    assert operations > first_three
+    for number in range(1, first_three + 1):
+        run = tmp_path / f"killed-{number}"
+        killed = run_with_fault("checkpoint-io", number, "SIGKILL", args(run))
+        assert killed.returncode == -signal.SIGKILL, (number, killed.stderr[-2000:])
+        if not any((run / "checkpoints" / name).is_file() for name in ("next.pt", "last.pt", "previous.pt")):
+            with pytest.raises(UserError, match="no checkpoint"):  # killed before the first one existed
+                pretrain(out=str(run), resume=True)
+            continue
+        pretrain(out=str(run), resume=True)
+        assert_same_weights(final_state(run), final_state(straight))
+        assert epochs_logged(run) == [1, 2], number
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, status", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_sigterm_and_ctrl_c_checkpoint_the_current_step_and_resume_exactly(tiny_idx, tmp_path, sig, status):
@@ -103,9 +188,9 @@ def test_sigterm_and_ctrl_c_checkpoint_the_current_step_and_resume_exactly(tiny_
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_idx, tmp_path, monkeypatch):
-    import byol.train
+    import byol.training.step
 
-    original, calls = byol.train.TrainStep.__call__, [0]
+    original, calls = byol.training.step.TrainStep.__call__, [0]
 
     def blow_up_at_step_13(self, *args):  # as an lr spike would, in epoch 2
         calls[0] += 1
@@ -115,7 +200,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_idx, t
                 next(self.model.parameters()).mul_(float("inf"))
         return loss
 
-    monkeypatch.setattr(byol.train.TrainStep, "__call__", blow_up_at_step_13)
+    monkeypatch.setattr(byol.training.step.TrainStep, "__call__", blow_up_at_step_13)
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"diverged at epoch 2, step 14: the loss is not finite \(learning rate"):
         pretrain(**tiny_settings(tiny_idx, run, epochs=3))

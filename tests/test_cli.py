@@ -1,7 +1,7 @@
 import pytest
 
 from byol import data
-from byol.cli import main
+from byol.commands.cli import main
 from conftest import assert_one_line_error, run_cli
 
 
@@ -70,8 +70,8 @@ def test_eval_loads_a_torchvision_state_dict_for_gray_images(tmp_path):
     import torch
     import torchvision
 
-    from byol.errors import UserError
-    from byol.weights import load_weights
+    from byol.base.errors import UserError
+    from byol.models.weights import load_weights
 
     reference = torchvision.models.resnet18().state_dict()
     torch.save(reference, tmp_path / "resnet18.pth")  # as a user's own downloaded weights file would be

@@ -371,7 +371,7 @@ def test_thousands_of_files_load_into_memory_under_a_small_open_file_limit(tmp_p
 def test_four_band_sixteen_bit_tiffs_keep_their_bands_and_levels(tmp_path):
     import tifffile
 
-    from byol.augment import eval_view
+    from byol.views.ops import eval_view
 
     rng = np.random.default_rng(0)
     (tmp_path / "tiles").mkdir()

@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from byol import BYOL, SimCLR, create_encoder
-from byol.distributed import Process, gather_rows, shard, sync_batchnorm
-from byol.optim import LARS, parameter_groups
+from byol import BYOL, SimCLR, create_encoder, target_momentum
+from byol.training.distributed import Process, gather_rows, shard, sync_batchnorm
+from byol.optim.lars import LARS, parameter_groups
 
 STEPS, BATCH = 3, 16
 
@@ -23,7 +23,7 @@ def make_model(method: str = "byol") -> torch.nn.Module:
     encoder = create_encoder("narrow_resnet", 1, None, 16)
     if method == "simclr":  # its negatives come from every rank: the all-gather must be exact too
         return SimCLR(encoder, 256, 64, 32, temperature=0.5)
-    return BYOL(encoder, 256, 64, 32, base_target_momentum=0.9)
+    return BYOL(encoder, 256, 64, 32)
 
 
 def make_views() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -42,7 +42,7 @@ def train(model: torch.nn.Module, step_model, views, rank: int = 0, world: int =
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        model.update_target(step, 100)
+        model.update_target(target_momentum(step, 100, 0.9))
         mean_loss = loss.detach().clone()
         if world > 1:
             dist.all_reduce(mean_loss)
@@ -127,10 +127,10 @@ def test_torchrun_run_writes_once_and_resumes_in_one_process(tiny_idx, tmp_path)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]  # one writer
     checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    assert set(checkpoint) == {"model", "optimizer", "epoch", "step", "row", "config"}
+    assert set(checkpoint) == {"model", "optimizer", "epoch", "step", "row", "meter", "config"}
     assert not any(k.startswith("module.") for k in checkpoint["model"])
     # the two-process checkpoint resumes in one process
-    from byol.cli import main
+    from byol.commands.cli import main
 
     assert main(["pretrain", "--out", str(run), "--resume"]) == 0
     assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2"]
@@ -150,7 +150,7 @@ def test_global_batch_must_split_over_the_processes(tiny_idx, tmp_path):
 
 def test_every_rank_and_step_augments_with_its_own_reproducible_stream():
     from byol import PretrainConfig, augment, byol_views
-    from byol.train import Plan
+    from byol.training.step import Plan
 
     images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     recipe = byol_views(blur=True)[0]

@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
-from byol.frozen import knn_accuracy, linear_probe
-from byol.metrics import classification_metrics, quadratic_weighted_kappa
-from byol.splits import label_split, stratified_split
+from byol.evaluation.frozen import knn_accuracy, linear_probe
+from byol.evaluation.metrics import classification_metrics, quadratic_weighted_kappa
+from byol.evaluation.splits import label_split, stratified_split
 from conftest import write_idx
 
 
@@ -95,7 +95,7 @@ def test_probe_selects_its_l2_by_the_chosen_metric_on_the_given_validation_split
 
 
 def fit_and_predict(features, labels, val_index, weight_decay):
-    from byol.frozen import fit_logistic_regression, standardise
+    from byol.evaluation.frozen import fit_logistic_regression, standardise
 
     features = standardise(features.float())[0]
     fit = torch.arange(len(labels))[~torch.isin(torch.arange(len(labels)), val_index)]
@@ -104,7 +104,7 @@ def fit_and_predict(features, labels, val_index, weight_decay):
 
 
 def test_knn_k_fits_the_bank_and_a_small_bank_does_not_vote_the_majority():
-    from byol.frozen import knn_k_for, knn_predict
+    from byol.evaluation.frozen import knn_k_for, knn_predict
 
     assert knn_k_for(torch.arange(60_000) % 10) == 200  # the monitor's standard k on large banks
     grades = torch.tensor([0] * 262 + [1] * 170 + [2] * 56)  # 488 labels, DRAC's proportions
@@ -167,7 +167,7 @@ def test_compare_repeats_every_cell_per_seed_and_chooses_settings_without_the_te
     ([0.80], [0.70], "one seed: no verdict"),
 ])
 def test_verdict_rule_on_constructed_results(a, b, expected):
-    from byol.tables import verdict
+    from byol.evaluation.tables import verdict
 
     assert verdict(a, b) == expected
 
@@ -175,8 +175,8 @@ def test_verdict_rule_on_constructed_results(a, b, expected):
 def test_fine_tuning_ends_at_or_above_the_probe_on_a_task_both_can_learn(tiny_idx):
     from byol import create_encoder
     from byol.data import load_dataset
-    from byol.finetune import FinetuneSettings, finetune, predict
-    from byol.frozen import extract_features
+    from byol.evaluation.finetune import FinetuneSettings, finetune, predict
+    from byol.evaluation.frozen import extract_features
 
     from byol.data import ImageSet
 

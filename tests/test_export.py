@@ -5,7 +5,7 @@ import torch
 import torchvision  # noqa: F401  (the printed one-liners use it)
 
 from byol import create_encoder, save_encoder
-from byol.cli import main
+from byol.commands.cli import main
 
 
 def saved(tmp_path, name, channels, size, small_stem=None):

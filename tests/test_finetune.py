@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from byol import create_encoder
-from byol.cli import main
+from byol.commands.cli import main
 from byol.data import ImageSet, load_dataset
-from byol.finetune import FinetuneSettings, class_weights, epoch_order, finetune
+from byol.evaluation.finetune import FinetuneSettings, class_weights, epoch_order, finetune
 from conftest import assert_one_line_error, graded_folder, run_cli, write_csv
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from byol.optim import LARS, create_optimizer, learning_rate, parameter_groups
+from byol.optim.lars import LARS, create_optimizer, parameter_groups
+from byol.optim.schedule import learning_rate
 
 
 def small_net():

@@ -35,11 +35,30 @@ def test_the_in_python_section_runs_as_printed(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "photos" / "encoder.safetensors").is_file()
 
 
+def test_the_pieces_section_trains_as_printed():
+    import torch
+
+    code = re.search(r"```python\n(.*?)```", section("Using the pieces in your own loop"), re.S).group(1)
+    batches = [torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8) for _ in range(2)]
+    namespace = {"batches": batches, "total_steps": 2, "mean": torch.full((3,), 0.5), "std": torch.full((3,), 0.25)}
+    exec(compile(code, "README.md", "exec"), namespace)
+    model = namespace["model"]
+    assert not all(torch.equal(t, o) for t, o in model.ema_pairs())  # trained, and the target follows slowly
+
+
 def test_the_map_of_the_package_names_every_module_and_nothing_else():
     block = re.search(r"```\nsrc/byol/\n(.*?)```", section("Where things are"), re.S).group(1)
-    named = {line.split()[0] for line in block.splitlines() if re.match(r"  \S", line)}  # not continuation lines
+    named, folders = set(), []
+    for line in block.splitlines():
+        match = re.match(r"( +)(\S+)", line)
+        depth = len(match.group(1)) // 2 - 1
+        if not match.group(2).endswith((".py", "/")):
+            continue  # a continuation of the line above
+        folders = folders[:depth]
+        named.add("".join(folders) + match.group(2))
+        if match.group(2).endswith("/"):
+            folders.append(match.group(2))
     package = ROOT / "src" / "byol"
-    present = {p.name for p in package.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
-    present |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
-    named -= {"recipes/*.yaml"}  # data files, not modules
+    present = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    present |= {str(p.parent.relative_to(package)) + "/" for p in package.rglob("__init__.py") if p.parent != package}
     assert named == present

@@ -3,8 +3,8 @@ but the images themselves (never a label) reaching the rules."""
 import pytest
 
 from byol import PretrainConfig, pretrain
-from byol.config import recipe_names, recipe_values
-from byol.recipes import DataFacts, derive, resolve
+from byol.settings.pretrain import recipe_names, recipe_values
+from byol.settings.recipes import DataFacts, derive, resolve
 from conftest import tiny_settings
 
 KINDS = {  # (images, size, channels, bits, files, device)
@@ -62,14 +62,14 @@ def test_named_recipes_sit_under_the_config_file_and_the_flags(tiny_idx, tmp_pat
     assert recipe_values("cifar")["trust_coefficient"] == 0.02 and recipe_values("imagenet")["knn_every"] == 0
     (tmp_path / "mine.yaml").write_text("hidden_dim: 48\n")
     run = pretrain(**tiny_settings(tiny_idx, tmp_path / "run", epochs=1, hidden_dim=None, linear_probe=False,
-                                   recipe="fashion-mnist-cpu", image_size=16), config=str(tmp_path / "mine.yaml"))
+                                   recipe="fashion-mnist-cpu", image_size=16), config_file=str(tmp_path / "mine.yaml"))
     # the recipe's base_lr, the file's hidden_dim, the flags' batch size
     assert run.config.base_lr == 4.0 and run.config.hidden_dim == 48 and run.config.batch_size == 32
 
 
 def test_the_recipe_sees_the_images_never_their_labels(tiny_idx, tmp_path):
     from byol.data import load_dataset
-    from byol.recipes import data_facts
+    from byol.settings.recipes import data_facts
 
     dataset = load_dataset(tiny_idx)
     with_labels = data_facts(dataset, "cpu")

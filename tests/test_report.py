@@ -5,8 +5,8 @@ from html.parser import HTMLParser
 import pytest
 
 from byol import pretrain
-from byol.cli import main
-from byol.report import report
+from byol.commands.cli import main
+from byol.commands.report import report
 from conftest import tiny_settings
 
 

@@ -39,7 +39,7 @@ def test_simclr_trains_every_parameter_and_has_no_target():
     model(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)).backward()
     assert all(p.grad is not None for p in model.parameters())
     assert not any(name.startswith("target_") for name, _ in model.named_parameters())
-    assert model.update_target(3, 10) is None
+    model.update_target(0.5)  # no target: nothing to update, nothing to fail
 
 
 def test_simclr_loss_is_nt_xent_of_the_projections_of_each_view():

@@ -7,7 +7,7 @@ import torchvision
 import yaml
 
 from byol import PretrainConfig, load_encoder, pretrain
-from byol.errors import UserError
+from byol.base.errors import UserError
 from conftest import small_class_folder, tiny_settings
 
 
@@ -49,7 +49,7 @@ def test_stopped_and_resumed_run_reaches_the_same_weights(tiny_idx, tmp_path):
     assert resumed["step"] == straight["step"]
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
-    assert set(resumed) == {"model", "optimizer", "epoch", "step", "row", "config"}  # nothing rank-specific
+    assert set(resumed) == {"model", "optimizer", "epoch", "step", "row", "meter", "config"}  # nothing rank-specific
     rows = list(csv.DictReader((tmp_path / "stopped" / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
@@ -72,7 +72,7 @@ def test_refuses_to_overwrite_a_run(tiny_idx, tmp_path):
 def test_init_from_loads_the_encoder_into_a_new_run(tiny_idx, tmp_path):
     pretrain(**tiny_settings(tiny_idx, tmp_path / "first", epochs=1, linear_probe=False))
     weights = tmp_path / "first" / "encoder.safetensors"
-    from byol.train import build_model
+    from byol.training.step import build_model
 
     config = PretrainConfig.create(**tiny_settings(tiny_idx, tmp_path / "second", init_from=str(weights),
                                                   arch="narrow_resnet"))
@@ -117,9 +117,9 @@ def test_collapse_is_logged_every_epoch_and_warned_about(tiny_idx, tmp_path, cap
     rows = list(csv.DictReader((tmp_path / "healthy" / "metrics.csv").open()))
     assert all(0.2 * 16 ** -0.5 < float(r["collapse_std"]) < 1 for r in rows) and len(rows) == 2
     assert "collapsing" not in capsys.readouterr().err
-    import byol.train
+    import byol.training.loop
 
-    monkeypatch.setattr(byol.train, "projection_spread", lambda model, views: 0.0)  # as a collapsed encoder gives
+    monkeypatch.setattr(byol.training.loop, "projection_spread", lambda model, views: 0.0)  # as a collapsed encoder gives
     pretrain(**tiny_settings(tiny_idx, tmp_path / "collapsed", epochs=1, linear_probe=False))
     assert "the representation is collapsing" in capsys.readouterr().err
 
@@ -185,8 +185,8 @@ def test_any_module_from_python_is_pretrained_and_resumed_only_with_it(tiny_idx,
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_init_from_takes_a_torchvision_state_dict_for_gray_and_rgb_data(tiny_idx, tmp_path, channels):
-    from byol.backbones import adapt_first_conv
-    from byol.train import build_model
+    from byol.models.backbones import adapt_first_conv
+    from byol.training.step import build_model
 
     reference = torchvision.models.resnet18()  # as ImageNet weights a user downloaded would be
     torch.save(reference.state_dict(), tmp_path / "resnet18-imagenet.pth")

@@ -8,22 +8,27 @@ In a notebook::
 
 The pieces, usable one at a time in your own loop::
 
-    from byol import BYOL, create_encoder, augment, byol_views, LARS, parameter_groups
+    from byol import BYOL, create_encoder, augment, byol_views, LARS, parameter_groups, target_momentum
+
+The package reads in the order data flows: ``data`` → ``views`` → ``models`` → ``optim`` →
+``training`` → ``evaluation``, with ``base`` and ``settings`` beneath and ``commands`` on top.
 """
-from .augment import ViewRecipe, augment, byol_views
-from .backbones import create_encoder, load_encoder, save_encoder
-from .config import PretrainConfig
-from .embed import embed
-from .errors import UserError
-from .evaluate import EvalConfig, evaluate
-from .frozen import extract_features, knn_accuracy, linear_probe
-from .methods import MLPHead, collapse_statistic, create_method
-from .methods.byol import BYOL, byol_loss, target_momentum
-from .methods.simclr import SimCLR, nt_xent_loss
-from .optim import LARS, learning_rate, parameter_groups
-from .train import PretrainResult, pretrain
+from .base.errors import UserError
+from .commands.embed import embed
+from .evaluation.compare import EvalConfig, evaluate
+from .evaluation.frozen import extract_features, knn_accuracy, linear_probe
+from .models.backbones import create_encoder, load_encoder, save_encoder
+from .models.methods import MLPHead, collapse_statistic, create_method
+from .models.methods.byol import BYOL, byol_loss, target_momentum
+from .models.methods.simclr import SimCLR, nt_xent_loss
+from .optim.lars import LARS, parameter_groups
+from .optim.schedule import learning_rate
+from .settings.pretrain import PretrainConfig
+from .training.loop import PretrainResult, pretrain
+from .views.apply import augment
+from .views.spec import ViewSpec, byol_views
 
 __all__ = ["BYOL", "EvalConfig", "LARS", "MLPHead", "PretrainConfig", "PretrainResult", "SimCLR", "UserError",
-           "ViewRecipe", "augment", "byol_loss", "byol_views", "collapse_statistic", "create_encoder", "create_method",
+           "ViewSpec", "augment", "byol_loss", "byol_views", "collapse_statistic", "create_encoder", "create_method",
            "embed", "evaluate", "extract_features", "knn_accuracy", "learning_rate", "linear_probe", "load_encoder",
            "nt_xent_loss", "parameter_groups", "pretrain", "save_encoder", "target_momentum"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import setting
+from ..base.errors import setting
 from .arrays import from_python
 from .base import Batch, DataError, DataSplits, ImageSet
 from .files import FileImages, dataset_channels

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import setting
+from ..base.errors import setting
 from .base import DataError, DataSplits, ImageSet
 
 

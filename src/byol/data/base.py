@@ -10,7 +10,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
-from ..errors import UserError, setting
+from ..base.errors import UserError, setting
 
 
 def loader_workers() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import first_line
+from ..base.errors import first_line
 from .base import DataError, DataSplits, ImageSet
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import setting, warn
+from ..base.errors import setting, warn
 from .base import Batch, DataError, ImageSet, loader_workers
 from .decode import READ_ERRORS, DecodeSettings, FileFacts, decode, decoded_shape, read_facts
 from .gpu_jpeg import gpu_batches

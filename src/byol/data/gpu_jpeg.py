@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import warn
+from ..base.errors import warn
 from .base import Batch, DataError, loader_workers
 from .decode import decoded_shape
 

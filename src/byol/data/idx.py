@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import first_line
+from ..base.errors import first_line
 from .base import DataError, DataSplits, ImageSet
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import first_line, setting
+from ..base.errors import first_line, setting
 from .base import DataError, DataSplits, ImageSet
 from .decode import EXTENSIONS
 from .files import FileImages, dataset_channels, report_unreadable, scan

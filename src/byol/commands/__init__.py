@@ -1,0 +1,1 @@
+"""The command line and the commands that are not a stage of their own: bench, embed, export, report, views."""

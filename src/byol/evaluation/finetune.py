@@ -1,0 +1,260 @@
+"""Fine-tuning (paper §4.2, semi-supervised): the whole encoder plus a new linear head,
+trained on the labelled images with crop/flip augmentation, stopped early on a
+validation split, with optional class-imbalance handling.
+
+The caller chooses the images (``evaluate.label_split`` gives the paper's 1 % / 10 %
+subsets and a validation split inside them); this module only trains and scores.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..views.spec import ViewSpec
+
+from ..views.apply import augment
+
+from ..views.ops import eval_crop_for, eval_view, normalise
+from ..data import ImageSet
+from ..base.device import autocast
+from .frozen import extract_features, linear_probe
+from .metrics import classification_metrics
+from ..optim.lars import parameter_groups
+from ..optim.schedule import learning_rate
+from ..settings.mechanism import Settings, option, require
+
+BALANCING = ("none", "loss", "sampler")
+
+
+@dataclass
+class FinetuneSettings(Settings):
+    """The fine-tuning recipe (``byol finetune`` / ``byol compare`` flags)."""
+
+    epochs: int = option(30, "epochs of fine-tuning (at least min-steps optimizer steps: small label sets get more)")
+    min_steps: int = option(200, "at least this many optimizer steps, however few the labels")
+    patience: int = option(0, "stop after this many epochs without a better validation score; 0: run all epochs")
+    batch_size: int = option(64, "fine-tuning batch (at most the number of labelled images)")
+    lr: float = option(0.05, "SGD (Nesterov momentum 0.9) learning rate of the head per 256 images; cosine decay")
+    encoder_lr: float = option(1.0, "the encoder's learning rate as a share of the head's; 1 (the whole network "
+                               "at one rate, chosen on a validation split of Fashion-MNIST's training images "
+                               "over 0.1) — lower keeps the pre-trained encoder closer to where it started")
+    head: str = option("probe", "probe: start from the linear probe on standardised features (LP-FT, Kumar et al. "
+                       "2022), so fine-tuning starts where the probe ends; new: a zero head", choices=("probe", "new"))
+    weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
+    crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
+    balance: str = option("none", "class imbalance: loss = class-weighted cross-entropy, sampler = class-balanced "
+                          "draws", choices=BALANCING)
+
+    def check(self) -> None:
+        super().check()
+        require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        require(self.min_steps >= 0, "min_steps", f"must be >= 0, got {self.min_steps}")
+        require(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
+        require(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
+        require(self.lr >= 0, "lr", f"must be >= 0, got {self.lr}")
+        require(self.encoder_lr >= 0, "encoder_lr", f"must be >= 0, got {self.encoder_lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0 < self.crop_min_scale <= 1, "crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
+
+
+def fine_tuning_view(crop_min_scale: float) -> ViewSpec:
+    """Standard supervised augmentation: random resized crop and horizontal flip only."""
+    return ViewSpec(crop_scale=(crop_min_scale, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                      solarize_prob=0.0)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """N / (K · n_c) for each class c (1 for a balanced set); absent classes get 0."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp_min(1)), torch.zeros(()))
+
+
+def epoch_order(labels: torch.Tensor, num_classes: int, balance: str, generator: torch.Generator) -> torch.Tensor:
+    """One epoch of training indices: a permutation, or with ``balance="sampler"`` as many
+    draws with replacement, each class equally likely."""
+    if balance != "sampler":
+        return torch.randperm(len(labels), generator=generator)
+    weights = class_weights(labels, num_classes)[labels.cpu()]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+def predict(model: nn.Module, images: ImageSet, mean: torch.Tensor, std: torch.Tensor, image_size: int,
+            device: torch.device) -> torch.Tensor:
+    """Class scores of ``model`` (encoder + head) in eval mode, on un-augmented images: the same
+    resize / normalise / eval-mode path as frozen features."""
+    return extract_features(model, images, mean, std, image_size, device=device)
+
+
+class Standardise(nn.Module):
+    """Features minus the mean, over the std, of the encoder's frozen features of the training
+    images (fixed buffers): the head sees features on one scale whatever the encoder — BYOL
+    features are ~100× a random encoder's."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: nn.Module, images: ImageSet, mean, std, image_size: int, device: torch.device) -> None:
+    """Re-estimate the encoder's BatchNorm running statistics on ``images`` (train-mode forward
+    passes, a plain average over them; no weight changes).  A random encoder's statistics are
+    the defaults (mean 0, variance 1), which describe no real activation: its eval-mode
+    features — what the probe sees — are then unlike the train-mode features fine-tuning
+    starts from.  Calibrated, they agree, for every encoder."""
+    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches
+    was_training = encoder.training
+    encoder.train()
+    mean, std = mean.to(device), std.to(device)
+    for batch in images.batches(torch.arange(len(images)), 256, device):
+        if len(batch.images) > 1:
+            view = normalise(eval_view(batch.images, image_size, eval_crop_for(image_size), batch.sizes), mean, std)
+            with autocast(device):
+                encoder(view.contiguous(memory_format=torch.channels_last))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    encoder.train(was_training)
+
+
+def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean, std, image_size: int,
+                     device: torch.device, settings: FinetuneSettings, metric: str,
+                     seed: int) -> tuple[nn.Sequential, str]:
+    """encoder → Standardise → Linear, the head warm-started from the linear probe of the frozen
+    features of ``train`` (its L2 chosen by 5-fold cross-validation on them; a 10 % split above
+    10,000 images): fine-tuning starts where the probe ends, with every encoder."""
+    encoder = encoder.to(device)
+    recalibrate_batchnorm(encoder, train, mean, std, image_size, device)
+    features = extract_features(encoder, train, mean, std, image_size, device=device).float()
+    feature_mean, feature_std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    head = nn.Linear(encoder.num_features, num_classes)
+    note = "new head"
+    if settings.head == "probe":
+        probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
+                             metric=metric, folds=5 if len(train) <= 10_000 else 0)
+        head.load_state_dict(probe.classifier.state_dict())
+        note = f"head from the probe (L2 {probe.weight_decay:g})"
+    else:
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    model = nn.Sequential(encoder, Standardise(feature_mean, feature_std), head)
+    return model.to(device).to(memory_format=torch.channels_last), note
+
+
+@dataclass
+class FinetuneResult:
+    model: nn.Sequential        # encoder, Standardise, head: at the best validation epoch, or the last
+    best_epoch: int
+    val_score: float
+    epochs_run: int
+    history: list[dict]         # per epoch (0 = before training) with validation: loss, validation metrics
+    note: str = ""              # how the head started
+
+
+def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_classes: int, mean: torch.Tensor,
+             std: torch.Tensor, image_size: int, device: torch.device, settings: FinetuneSettings,
+             metric: str = "top1", seed: int = 0, progress: bool = True) -> FinetuneResult:
+    """Train ``encoder`` + a head (``build_classifier``) on ``train`` with crop / flip views.  With
+    ``val``, keep the epoch with the best ``metric`` on it (epoch 0 = before any step: the probe)
+    and stop after ``patience`` epochs without improvement; without, run the fixed schedule."""
+    torch.manual_seed(seed)
+    model, note = build_classifier(encoder, train, num_classes, mean, std, image_size, device, settings, metric, seed)
+    batch_size = min(settings.batch_size, len(train))
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+    total_steps = epochs * steps_per_epoch
+    peak_lr = settings.lr * batch_size / 256
+    encoder_groups = parameter_groups(list(model[0].named_parameters()), settings.weight_decay)
+    head_groups = parameter_groups(list(model[2].named_parameters()), settings.weight_decay)
+    for group in encoder_groups:
+        group["scale"] = settings.encoder_lr
+    optimizer = torch.optim.SGD(encoder_groups + head_groups, lr=peak_lr, momentum=0.9, nesterov=True)
+    trainer = Trainer(model, optimizer, train, num_classes, mean, std, image_size, device, settings, seed)
+    history, best = [], (-math.inf, 0, None)
+    for epoch in tqdm(range(epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, dynamic_ncols=True,
+                      leave=False):
+        loss = trainer.epoch(epoch - 1, total_steps, max(1, total_steps // 20), peak_lr) if epoch else math.nan
+        if val is None:
+            continue
+        metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
+                                         num_classes)
+        history.append({"epoch": epoch, "loss": loss, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
+        if metrics[metric] > best[0]:
+            best = (metrics[metric], epoch, copy.deepcopy(model.state_dict()))
+        elif settings.patience and epoch - best[1] >= settings.patience:
+            break
+    if val is not None:
+        model.load_state_dict(best[2])
+    return FinetuneResult(model, best[1] if val is not None else epochs, best[0], epochs, history, note)
+
+
+class Trainer:
+    """One epoch of fine-tuning at a time: augmented views, (class-weighted) cross-entropy, SGD
+    with a linear warm-up and cosine decay; each parameter group's lr times its ``scale``."""
+
+    def __init__(self, model, optimizer, train: ImageSet, num_classes: int, mean, std, image_size: int,
+                 device: torch.device, settings: FinetuneSettings, seed: int):
+        self.model, self.optimizer, self.settings, self.device = model, optimizer, settings, device
+        self.num_classes, self.image_size, self.step = num_classes, image_size, 0
+        self.labels = train.labels.to(device)
+        self.train = train.to(device) if train.images is not None else train  # small labelled sets: on the device
+        self.loss_weights = class_weights(train.labels, num_classes).to(device) if settings.balance == "loss" else None
+        self.recipe, self.mean, self.std = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.order_generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self, epoch: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+        self.model.train()
+        order = epoch_order(self.train.labels, self.num_classes, self.settings.balance, self.order_generator)
+        batch_size = min(self.settings.batch_size, len(self.train))
+        losses = []
+        for start, batch in zip(range(0, len(order), batch_size), self.train.batches(order, batch_size, self.device)):
+            if len(batch.images) < 2:
+                continue  # BatchNorm cannot train on one image
+            labels = self.labels[order[start:start + len(batch.images)].to(self.device)]
+            x = augment(batch.images, self.recipe, self.image_size, self.mean, self.std, self.generator, batch.sizes)
+            lr = learning_rate(self.step, total_steps, warmup_steps, peak_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("scale", 1.0)
+            with autocast(self.device):
+                loss = F.cross_entropy(self.model(x.contiguous(memory_format=torch.channels_last)).float(), labels,
+                                       weight=self.loss_weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+            self.step += 1
+        return torch.stack(losses).mean().item() if losses else math.nan
+
+
+def finetune_and_predict(encoder: nn.Module, fit: ImageSet, val: ImageSet, test: ImageSet, num_classes: int,
+                         mean, std, image_size: int, device: torch.device, settings: FinetuneSettings, metric: str,
+                         seed: int, fixed_schedule: bool) -> tuple[torch.Tensor, str]:
+    """The fine-tuning protocol of ``byol compare``: test-set scores, and how the epoch was chosen.
+    With a validation split too small to choose on (``fixed_schedule``), every label trains and
+    the fixed schedule's last epoch is taken, as the paper's semi-supervised protocol does."""
+    if fixed_schedule:
+        train = ImageSet(torch.cat([fit.images, val.images]), torch.cat([fit.labels, val.labels]),
+                         sizes=torch.cat([fit.sizes, val.sizes]) if fit.sizes is not None else None) \
+            if fit.images is not None else fit
+        result = finetune(copy.deepcopy(encoder), train, None, num_classes, mean, std, image_size, device, settings,
+                          metric, seed, progress=False)
+        detail = f"{result.note}; fixed schedule, last of {result.epochs_run} epochs (too few labels to validate on)"
+    else:
+        result = finetune(copy.deepcopy(encoder), fit, val, num_classes, mean, std, image_size, device, settings,
+                          metric, seed, progress=False)
+        detail = f"{result.note}; best epoch {result.best_epoch}/{result.epochs_run} (val {metric} {result.val_score:.4f})"
+    return predict(result.model, test, mean, std, image_size, device), detail

@@ -1,0 +1,156 @@
+"""What the evaluation commands write: the results table (printed, ``STEM.csv``, ``STEM.md``
+with per-class accuracy and confusion matrices) and the subset files that record which
+images each label fraction used (``subset-F-seedS.csv``), so a run can be repeated exactly."""
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import ImageSet
+from ..base.errors import UserError, first_line, setting
+from .metrics import METRIC_NAMES
+
+SCALAR_COLUMNS = ("init", "protocol", "label_fraction", "labels", "seed", *METRIC_NAMES, "detail")
+VERDICT_RULE = ("A is better than B when its mean over the seeds exceeds B's by more than twice the larger of "
+                "their spreads (standard deviations over seeds), worse in the mirror case, and within noise "
+                "otherwise; one seed gives no verdict.")
+
+
+def verdict(a: list[float], b: list[float]) -> str:
+    """'better', 'worse' or 'within noise' for scores ``a`` against ``b`` (by ``VERDICT_RULE``)."""
+    if len(a) < 2 or len(b) < 2:
+        return "one seed: no verdict"
+    gap, noise = statistics.mean(a) - statistics.mean(b), 2 * max(statistics.stdev(a), statistics.stdev(b))
+    return "better" if gap > noise else "worse" if -gap > noise else "within noise"
+
+
+def _format(key: str, value) -> str:
+    if isinstance(value, str):
+        return value
+    if key == "qwk":
+        return f"{value:.4f}"
+    if key == "label_fraction":
+        return f"{100 * value:g} %"
+    return str(value) if isinstance(value, int) else f"{100 * value:.2f}"
+
+
+def _spread(key: str, values: list[float]) -> str:
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return _format(key, mean)
+    spread = statistics.stdev(values)
+    return f"{mean:.4f} ± {spread:.4f}" if key == "qwk" else f"{100 * mean:.2f} ± {100 * spread:.2f}"
+
+
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+@dataclass
+class Comparison:
+    """What ``byol.evaluate`` returns: one row per encoder × protocol × fraction × seed, and the
+    summaries over seeds with a verdict for every pair of encoders."""
+
+    rows: list[dict]
+    metric: str  # the selection metric, on which the verdicts are drawn
+
+    def cells(self) -> dict[tuple, list[dict]]:
+        """The rows of each (protocol, label fraction, encoder), in order of appearance."""
+        cells: dict[tuple, list[dict]] = {}
+        for row in self.rows:
+            cells.setdefault((row["protocol"], row["label_fraction"], row["init"]), []).append(row)
+        return cells
+
+    def summary(self) -> list[dict]:
+        """Per cell: the scores of every seed, their mean and spread."""
+        return [{"init": init, "protocol": protocol, "label_fraction": fraction, "labels": rows[0]["labels"],
+                 "seeds": len(rows), **{k: [row[k] for row in rows] for k in METRIC_NAMES if k in rows[0]}}
+                for (protocol, fraction, init), rows in self.cells().items()]
+
+    def verdicts(self) -> list[dict]:
+        """Every pair of encoders, per protocol and label fraction, on the selection metric."""
+        found = []
+        by_setting: dict[tuple, list[dict]] = {}
+        for cell in self.summary():
+            by_setting.setdefault((cell["protocol"], cell["label_fraction"]), []).append(cell)
+        for (protocol, fraction), cells in by_setting.items():
+            for i, a in enumerate(cells):
+                for b in cells[i + 1:]:
+                    gap = statistics.mean(a[self.metric]) - statistics.mean(b[self.metric])
+                    found.append({"protocol": protocol, "label_fraction": fraction, "a": a["init"], "b": b["init"],
+                                  "difference": gap, "verdict": verdict(a[self.metric], b[self.metric])})
+        return found
+
+    def markdown(self) -> str:
+        metrics = [k for k in METRIC_NAMES if any(k in row for row in self.rows)]
+        summary = markdown_table(["init", "protocol", "labels", "seeds", *metrics],
+                                 [[c["init"], c["protocol"], f"{c['labels']} ({_format('label_fraction', c['label_fraction'])})",
+                                   str(c["seeds"]), *(_spread(k, c[k]) for k in metrics)] for c in self.summary()])
+        verdicts = self.verdicts()
+        if not verdicts:
+            return summary
+        scale = 1 if self.metric == "qwk" else 100
+        table = markdown_table(["protocol", "labels", "A", "B", f"A − B ({self.metric})", "verdict"],
+                               [[v["protocol"], _format("label_fraction", v["label_fraction"]), v["a"], v["b"],
+                                 f"{scale * v['difference']:+.4f}" if scale == 1 else f"{scale * v['difference']:+.2f}",
+                                 v["verdict"]] for v in verdicts])
+        return f"{summary}\n\n{table}\n\nVerdict rule: {VERDICT_RULE}"
+
+
+def write_results(comparison: Comparison, out: Path, stem: str, name: str, classes: tuple[str, ...],
+                  header: str) -> None:
+    """``STEM.csv`` (one row per encoder × protocol × label fraction × seed) and ``STEM.md``
+    (the summary and verdict tables, then each cell's per-class accuracy and confusion matrix,
+    summed over seeds)."""
+    rows = comparison.rows
+    scalar = [c for c in SCALAR_COLUMNS if any(c in row for row in rows)]
+    with (out / f"{stem}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=scalar, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    sections = [f"# {stem} on {name}\n", header + "\n", comparison.markdown()]
+    k = len(classes)
+    for (protocol, fraction, init), cell in comparison.cells().items():
+        matrix = [[sum(row["confusion_matrix"][i][j] for row in cell) for j in range(k)] for i in range(k)]
+        per_class = [matrix[i][i] / max(1, sum(matrix[i])) for i in range(k)]
+        title = f"{init} · {protocol} · {100 * fraction:g} % labels · {len(cell)} seed(s)"
+        accuracy = "\n".join(f"| {c} | {100 * a:.2f} |" for c, a in zip(classes, per_class))
+        confusion = "\n".join(f"| **{c}** | " + " | ".join(map(str, r)) + " |" for c, r in zip(classes, matrix))
+        sections.append(f"\n## {title}\n\n| class | accuracy (%) |\n| --- | --- |\n{accuracy}\n\n"
+                        f"Confusion matrix summed over seeds (rows: true, columns: predicted)\n\n| | "
+                        f"{' | '.join(classes)} |\n|{' --- |' * (k + 1)}\n{confusion}")
+    (out / f"{stem}.md").write_text("\n".join(sections) + "\n")
+
+
+def write_subset(path: Path, train: ImageSet, roles: list[str], fit: torch.Tensor, val: torch.Tensor) -> None:
+    """Every training image's role (fit / val / test / unused)."""
+    roles = ["unused" if role == "" else role for role in roles]
+    for indices, role in ((fit, "fit"), (val, "val")):
+        for i in indices.tolist():
+            roles[i] = role
+    names = train.names or [str(i) for i in range(len(train))]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "image", "label", "role"])
+        writer.writerows(zip(range(len(names)), names, train.labels.tolist(), roles))
+
+
+def read_subset(path: Path, labels: list[int], roles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, val) indices from a subset file written for these ``labels`` and test ``roles``."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        saved_labels = [int(row["label"]) for row in rows]
+        saved_roles = [row["role"] for row in rows]
+    except (OSError, KeyError, ValueError, csv.Error, UnicodeDecodeError) as error:
+        raise UserError(f"{setting('subset')} {path}: not a subset file written by byol ({first_line(error)})") from None
+    if saved_labels != labels or any((r == "test") != (d == "test") for r, d in zip(saved_roles, roles)):
+        raise UserError(f"{setting('subset')} {path} was written for other data ({len(rows)} images; these are "
+                        f"{len(labels)}) or another seed / test fraction; drop it or use the same data")
+    return (torch.tensor([i for i, r in enumerate(saved_roles) if r == "fit"], dtype=torch.long),
+            torch.tensor([i for i, r in enumerate(saved_roles) if r == "val"], dtype=torch.long))

@@ -1,0 +1,135 @@
+"""The recipe: pre-training settings derived from the data, and the named recipes.
+
+Every setting left open by the named recipe, the ``--config`` file and the flags is resolved
+here from what is known before training — how many images, their size, channels and bit depth,
+the architecture and the device — printed once as ``setting = value (why)`` and saved in
+config.yaml.  The named recipes are YAML files in ``byol/recipes/`` (``--recipe NAME``): the
+Fashion-MNIST CPU preset, CIFAR, and the paper's ImageNet recipes of 1000 and 300 epochs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..models.backbones import family
+from .pretrain import PretrainConfig
+from ..data import DataSplits
+
+# Short runs: the Fashion-MNIST CPU preset, chosen on a validation split (BENCHMARKS.md).
+PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU, PRESET_SIZE = 60_000, 8, 1872, 0.95, 28
+# On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
+# most this many epochs: 611 images at 64 px take 7 minutes on 2 cores (79 epochs about 14),
+# leaving time to evaluate in a quarter of an hour or so.
+CPU_MAX_EPOCHS = 40
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the recipe knows of the data and the machine before training."""
+
+    images: int     # images pre-training sees
+    size: int       # the (median) image's shorter side, px
+    channels: int
+    bits: int
+    files: bool     # image files (decoded to a chosen size), or arrays (used at their own size)
+    device: str     # "cpu" or "cuda"
+
+
+def data_facts(dataset: DataSplits, device: str) -> DataFacts:
+    return DataFacts(len(dataset.train), dataset.native_size(), dataset.train.channels, dataset.train.bits,
+                     dataset.train.files is not None, device)
+
+
+def default_image_size(facts: DataFacts) -> int:
+    """Arrays at their own size; image files at their shorter side, at most 64 px on a CPU and
+    224 on a GPU."""
+    return min(facts.size, 64 if facts.device == "cpu" else 224) if facts.files else facts.size
+
+
+def default_arch(facts: DataFacts, image_size: int | None = None) -> tuple[str, str]:
+    """(architecture, why): a narrow ResNet on a CPU; on a GPU ResNet-50 above 64 px, as the paper,
+    else ResNet-18 with the small stem, as CIFAR recipes."""
+    if facts.device == "cpu":
+        return "narrow_resnet", "a CPU: ResNet-18's layout at half width, one block per stage, 1.2 M parameters"
+    if (image_size or facts.size) > 64:
+        return "resnet50", "a GPU: ResNet-50 for images above 64 px, as the paper"
+    return "resnet18", "a GPU: ResNet-18 with the small stem for small images, as CIFAR recipes"
+
+
+def _power_of_two_at_least(value: float) -> int:
+    return 2 ** max(0, math.ceil(math.log2(max(1.0, value))))
+
+
+def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, str]]:
+    """(setting, value, why) for every setting ``config`` leaves open (None), in the order the
+    rules depend on each other."""
+    found: list[tuple[str, object, str]] = []
+    values = dict(config.to_dict())
+
+    def rule(name: str, value, why: str) -> None:
+        if values.get(name) is None:
+            values[name] = value
+            found.append((name, value, why))
+
+    cpu = facts.device == "cpu"
+    rule("arch", *default_arch(facts, values["image_size"]))
+    rule("image_size", default_image_size(facts), f"the images' shorter side ({facts.size} px), at most "
+         f"{64 if cpu else 224} px on a {'CPU' if cpu else 'GPU'}" if facts.files else "the arrays' own size")
+    size = values["image_size"]
+    if cpu:
+        rule("batch_size", min(256, _power_of_two_at_least(facts.images / 10)),
+             "256, or for small sets the power of two nearest above a tenth of the images (about 10 steps an epoch)")
+    else:
+        rule("batch_size", min(512 if size <= 64 else 256, _power_of_two_at_least(facts.images / 10)),
+             "512 at up to 64 px, 256 above (fits a 40 GB GPU with ResNet-50), at most a tenth of the images")
+    vit = family(values["arch"]) == "vit"
+    rule("optimizer", "adamw" if vit else "lars", "AdamW for a ViT (LARS does not train them well)" if vit
+         else "LARS, as the paper")
+    rule("epochs", _epochs(facts, size), f"about {PRESET_EPOCHS} × √({PRESET_IMAGES:,} / {facts.images:,} images) "
+         f"on a CPU, at most {CPU_MAX_EPOCHS} and no more pixels than the preset's {PRESET_EPOCHS} epochs of "
+         f"{PRESET_IMAGES:,} {PRESET_SIZE}-px images" if cpu else f"about 100 × √(50,000 / {facts.images:,} images) on a GPU")
+    steps = values["epochs"] * max(1, facts.images // values["batch_size"])
+    if values["optimizer"] == "adamw":
+        rule("base_lr", 1.5e-4, "AdamW per 256 images, as MoCo v3 and DINO train ViTs")
+        rule("weight_decay", 0.05, "AdamW's decoupled weight decay for ViTs")
+    elif cpu and steps <= 10 * PRESET_STEPS:
+        rule("base_lr", 4.0, "short CPU runs learn faster with 4.0 (the CPU preset, chosen on a validation split)")
+    else:
+        large = size > 64
+        rule("base_lr", 0.2 if large else 1.0, "the paper's 0.2 for large images and ResNet-50" if large
+             else "CIFAR recipes' 1.0 for small images")
+    if values["optimizer"] != "adamw":
+        rule("weight_decay", 1e-5, "CIFAR recipes (the paper: 1.5e-6 at 1000 ImageNet epochs)")
+    rule("warmup_epochs", round(values["epochs"] / 16, 3), "a sixteenth of the run (the preset's 0.5 of 8 epochs)")
+    tau = min(0.996, max(0.9, 1 - (1 - PRESET_TAU) * math.sqrt(PRESET_STEPS / max(steps, 1))))
+    rule("base_target_momentum", round(tau, 4), f"the target's memory grows as √(steps): {steps} steps "
+         f"(0.95 at the preset's {PRESET_STEPS}, 0.996 at the paper's 300k; range 0.9–0.996)")
+    rule("hidden_dim", 1024 if cpu else 4096, "1024 on a CPU (30 % faster steps), the paper's 4096 on a GPU")
+    rule("blur", size >= 64, "the paper's blur from 64 px views, its σ scaled to the view" if size >= 64
+         else "no blur below 64 px, as CIFAR recipes")
+    rule("crop_min_scale", 0.08 if size >= 64 or not cpu else 0.4,
+         "the paper's 0.08" if size >= 64 or not cpu else "0.4 for short CPU runs on small images (the CPU preset)")
+    plain = facts.channels in (1, 3) and facts.bits == 8
+    rule("augmentations", "full" if plain else "microscopy", "the paper's table" if plain else
+         f"{facts.channels} channels, {facts.bits}-bit: no colour ops beyond brightness and contrast; rotations")
+    rule("knn_every", 0 if facts.images > 200_000 else max(1, values["epochs"] // 4),
+         "only at the end on large sets" if facts.images > 200_000 else "four times in the run")
+    return found
+
+
+def _epochs(facts: DataFacts, size: int) -> int:
+    """More images, more images seen in all, but fewer passes over each: epochs ∝ 1/√images;
+    on a CPU within the preset's cost in pixels seen and ``CPU_MAX_EPOCHS``."""
+    if facts.device == "cpu":
+        affordable = PRESET_EPOCHS * PRESET_IMAGES * PRESET_SIZE ** 2 / (facts.images * size ** 2)
+        wanted = round(PRESET_EPOCHS * math.sqrt(PRESET_IMAGES / facts.images))
+        return max(1, min(CPU_MAX_EPOCHS, wanted, math.floor(affordable + 1e-9)))
+    return max(1, min(2000, round(100 * math.sqrt(50_000 / facts.images))))
+
+
+def resolve(config: PretrainConfig, facts: DataFacts) -> tuple[PretrainConfig, list[str]]:
+    """``config`` with every open setting derived; and the lines that say what and why."""
+    found = derive(config, facts)
+    resolved = config.replace(**{name: value for name, value, _ in found})
+    width = max((len(name) for name, _, _ in found), default=0)
+    return resolved, [f"  {name:<{width}} = {value}  ({why})" for name, value, why in found]

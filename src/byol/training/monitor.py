@@ -1,0 +1,68 @@
+"""What a pre-training run measures about itself: the k-NN monitor, the final frozen-feature
+evaluation (k-NN and linear probe), and the collapse statistic with its warning."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..settings.pretrain import PretrainConfig
+from ..data import DataSplits, ImageSet
+from .distributed import Process, gather_rows, local_rows
+from ..base.errors import setting
+from ..evaluation.frozen import extract_features, knn_accuracy, knn_k_for, linear_probe
+from ..models.methods import collapse_statistic, healthy_spread, is_collapsed
+
+
+@torch.no_grad()
+def projection_spread(model: torch.nn.Module, views: torch.Tensor) -> float:
+    """``collapse_statistic`` of the online projections of a batch of views, in eval mode
+    (no BatchNorm statistics change, no RNG is drawn)."""
+    model.eval()
+    spread = collapse_statistic(model.project(views))
+    model.train()
+    return spread
+
+
+def sharded_features(encoder, images: ImageSet, mean, std, image_size: int, device: torch.device,
+                     process: Process) -> torch.Tensor:
+    """Frozen features of every image; with several processes each embeds 1/N and all gather."""
+    if not process.distributed:
+        return extract_features(encoder, images, mean, std, image_size, device=device)
+    local = extract_features(encoder, images.subset(local_rows(len(images), process)), mean, std, image_size,
+                             device=device)
+    return gather_rows(local, len(images), process)
+
+
+def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainConfig, image_size: int, device: torch.device,
+                      process: Process, probe: bool) -> dict:
+    """k-NN (and, with ``probe``, linear-probe) test accuracy on frozen features; {} without
+    labelled splits, and on ranks other than 0.  Features are computed by all ranks together,
+    scored by rank 0."""
+    if not dataset.can_evaluate():
+        return {}
+    labelled = dataset.eval_train
+    if probe and process.is_main:
+        print("byol: final evaluation: features of the labelled images ...", file=sys.stderr)
+    train = sharded_features(encoder, labelled, mean, std, image_size, device, process)
+    test = sharded_features(encoder, dataset.test, mean, std, image_size, device, process)
+    if not process.is_main:
+        return {}
+    k = config.knn_k or knn_k_for(labelled.labels)
+    results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
+                                        k, config.knn_temperature), "knn_k": k}
+    if probe:
+        print("byol: final evaluation: linear probe, choosing its L2 on a validation split ...", file=sys.stderr)
+        result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
+        results.update(linear_top1=result.accuracy, linear_weight_decay=result.weight_decay,
+                       linear_val_top1=result.val_score)
+    return results
+
+
+def warn_if_collapsed(spread: float, epoch: int, config: PretrainConfig) -> None:
+    if is_collapsed(spread, config.projection_dim):
+        healthy = healthy_spread(config.projection_dim)
+        target_advice = f", raise {setting('base_target_momentum')}" if config.method == "byol" else ""
+        print(f"byol: warning: epoch {epoch}: the representation is collapsing — the spread of normalised "
+              f"projections is {spread:.4f}, healthy is about {healthy:.4f} (1/sqrt({config.projection_dim}))"
+              f"; lower {setting('base_lr')}{target_advice}, or check the augmentations", file=sys.stderr)
