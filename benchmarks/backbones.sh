@@ -6,17 +6,7 @@
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/backbones}
 mkdir -p "$out"
-.venv/bin/python - "$out/fm10k.npz" <<'PY'
-import sys
-from pathlib import Path
-import numpy as np
-from byol.data.idx import find_idx, read_idx
-
-def read(stem, n=None):
-    return read_idx(find_idx(Path("/usr/share/datasets/fashion-mnist"), stem))[:n]
-np.savez(sys.argv[1], train_images=read("train-images-idx3-ubyte", 10000), train_labels=read("train-labels-idx1-ubyte", 10000),
-         test_images=read("t10k-images-idx3-ubyte"), test_labels=read("t10k-labels-idx1-ubyte"))
-PY
+.venv/bin/python benchmarks/common.py fashion-mnist "$out/fm10k.npz" --train 10000
 for arch in narrow_resnet mobilenet_v3_small timm:convnext_atto timm:vit_tiny_patch16_224; do
   log="$out/${arch//:/-}.log"
   /usr/bin/time -f "wall %e s" .venv/bin/byol pretrain --data "$out/fm10k.npz" --arch "$arch" --epochs 2 \

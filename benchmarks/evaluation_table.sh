@@ -14,5 +14,5 @@ fractions=("$@"); [ ${#fractions[@]} -gt 0 ] || fractions=(0.01 0.1 1)
 echo "date: $(date -u +%F)  git: $(git rev-parse --short HEAD 2>/dev/null || echo -)  fractions: ${fractions[*]}"
 [ -f "$RUN/encoder.safetensors" ] || $BYOL pretrain "${data[@]}" --out "$RUN" --overwrite
 name=$(IFS=-; echo "${fractions[*]}")
-$BYOL compare "${data[@]}" --init pixels --init random --init "byol:$RUN" --methods knn linear finetune \
+$BYOL compare "${data[@]}" --init pixels --init random --init "byol:$RUN" --protocols knn linear finetune \
   --label-fraction "${fractions[@]}" --out "$RUN/compare-$name" ${EXTRA:-}

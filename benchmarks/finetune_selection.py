@@ -15,7 +15,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from preset_selection import training_images
+from common import fashion_mnist_npz
 
 from byol import evaluate
 
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = training_images(out)
+    data = fashion_mnist_npz(out / "fashion-mnist-train.npz", with_test=False)
     lines = ["| encoder lr | encoder | linear probe | fine-tuned | fine-tuned − probe |", "| --- | --- | --- | --- | --- |"]
     for encoder_lr in CANDIDATES:
         comparison = evaluate(["random", f"byol:{args.byol}"], data=str(data), protocols=["linear", "finetune"],

@@ -14,12 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from common import fashion_mnist_npz
 
 from byol import evaluate, pretrain
-from byol.data.idx import find_idx, read_idx
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 CANDIDATES = {  # name: the settings it changes; everything else is the recipe's for Fashion-MNIST
     "lr 1, tau 0.99, crop 0.2": dict(base_lr=1.0, base_target_momentum=0.99, crop_min_scale=0.2),
     "lr 4, tau 0.95, crop 0.2": dict(base_lr=4.0, base_target_momentum=0.95, crop_min_scale=0.2),
@@ -30,13 +28,7 @@ CANDIDATES = {  # name: the settings it changes; everything else is the recipe's
 
 def training_images(out: Path) -> Path:
     """Fashion-MNIST's training images and labels alone, as an .npz (no test split in it)."""
-    path = out / "fashion-mnist-train.npz"
-    if not path.exists():
-        def read(stem: str) -> np.ndarray:
-            return read_idx(find_idx(FASHION, stem))
-
-        np.savez(path, train_images=read("train-images-idx3-ubyte"), train_labels=read("train-labels-idx1-ubyte"))
-    return path
+    return fashion_mnist_npz(out / "fashion-mnist-train.npz", with_test=False)
 
 
 def main() -> None:

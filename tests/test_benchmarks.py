@@ -1,0 +1,75 @@
+"""The commands the documentation and the benchmark scripts print are commands byol takes: every
+`byol …` line of README.md, BENCHMARKS.md, CLAIMS.md and benchmarks/*.sh parses with the real
+parser (a flag renamed or removed fails here, not in a reader's terminal)."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from byol.commands.cli import build_parser
+
+ROOT = Path(__file__).parent.parent
+SOURCES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "CLAIMS.md", *sorted((ROOT / "benchmarks").glob("*.sh"))]
+INVOCATION = re.compile(r"(?:^|[\s;&|(`])(?:\S*/)?(?:byol|\$BYOL|\$\{BYOL\}|-m byol)\s+(?=[a-z])")
+COMMANDS = ("pretrain", "eval", "finetune", "compare", "bench", "report", "export", "views", "embed")
+
+
+def shell_lines(text: str, markdown: bool) -> list[str]:
+    """Code lines with their continuations joined: fenced blocks and `inline spans` in Markdown,
+    every line of a shell script."""
+    if markdown:  # fenced shell blocks, and inline spans that give a command with its flags
+        blocks = re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, re.S)
+        lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+        lines += [span for span in re.findall(r"`([^`\n]*byol [^`\n]*)`", text) if " --" in span]
+    else:
+        lines = text.replace("\\\n", " ").splitlines()
+    return [line.split(" #")[0] for line in lines if not line.lstrip().startswith("#")]
+
+
+def byol_arguments(line: str) -> list[list[str]]:
+    """The arguments of every byol invocation in a line, shell syntax ended at redirections and
+    command separators, variables replaced by a placeholder."""
+    found = []
+    for match in INVOCATION.finditer(line):
+        # "$@" (a script's extra flags) may be nothing; an array is a value after a flag, else nothing
+        rest = re.sub(r'"?\$[@*]"?', "", line[match.end():])
+        rest = re.sub(r'(\S*)(\s+)"?\$\{\w+\[@\]\}"?',
+                      lambda m: m.group(1) + (m.group(2) + "X" if m.group(1).startswith("--") else ""), rest)
+        rest = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", rest)  # ${NAME:-default}: the default
+        rest = re.sub(r"\$\{[^}]*\}|\$\(\([^)]*\)\)|\$\([^)]*\)|\$\w+", "X", rest)
+        rest = re.split(r"\s(?:\d?>>?|\||&&|;|<<)|\)\s*$", rest)[0]
+        try:
+            words = shlex.split(rest)
+        except ValueError:  # an unbalanced quote in prose
+            words = rest.split()
+        words = [w.rstrip(")`") for w in words if w not in ("...", "…")]  # "and more flags" in prose
+        if words and words[0] in COMMANDS:
+            found.append(words)
+    return found
+
+
+def invocations() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in SOURCES:
+        for line in shell_lines(path.read_text(), path.suffix == ".md"):
+            found += [(f"{path.name}: {line.strip()[:100]}", args) for args in byol_arguments(line)]
+    return found
+
+
+CASES = invocations()
+
+
+def test_the_documents_hold_byol_commands_to_check():
+    commands = {args[0] for _, args in CASES}
+    assert {"pretrain", "compare", "eval", "bench", "export", "views", "embed"} <= commands, commands
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("where, args", CASES, ids=[where for where, _ in CASES])
+def test_every_documented_byol_command_parses(where, args):
+    parser = build_parser()
+    try:
+        parser.parse_args(args)
+    except SystemExit as exit_:
+        assert exit_.code == 0, f"{where}: byol {' '.join(args)}"  # --help exits 0
