@@ -79,9 +79,13 @@ def free_port() -> int:
 def test_two_processes_take_the_same_steps_as_one_with_the_global_batch(tmp_path, method):
     mp.spawn(_rank, args=(2, free_port(), str(tmp_path / "ddp.pt"), method), nprocs=2)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
-    torch.set_num_threads(1)
-    model = make_model(method)
-    losses = train(model, model, make_views())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran
+    try:
+        model = make_model(method)
+        losses = train(model, model, make_views())
+    finally:
+        torch.set_num_threads(threads)  # later tests compare with subprocesses that use every core
     assert ddp["losses"] == pytest.approx(losses, rel=1e-4)
     for name, value in model.state_dict().items():
         if value.is_floating_point():

@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +8,8 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
 from byol.evaluation.frozen import knn_accuracy, linear_probe
 from byol.evaluation.metrics import classification_metrics, quadratic_weighted_kappa
-from byol.evaluation.splits import label_split, stratified_split
-from conftest import write_idx
+from byol.evaluation.splits import label_split, role_seed, stratified_split
+from conftest import write_csv, write_idx
 
 
 def test_quadratic_weighted_kappa_matches_scikit_learn():
@@ -78,17 +80,24 @@ def test_label_subsets_are_stratified_reproducible_and_disjoint_from_validation(
     # 1 % of a 100-image class is one image: each class still gets one to fit and one to validate on
     fit, val = label_split(labels, 0.001, val_fraction=0.1, seed=0)
     assert torch.bincount(labels[fit]).tolist() == [1, 1, 1] and torch.bincount(labels[val]).tolist() == [1, 1, 1]
-    # all labels: the validation split is the probe's usual stratified split
+    # all labels: the validation split is a stratified split from the seed's own validation generator
     fit, val = label_split(labels, 1.0, val_fraction=0.1, seed=3)
-    rest, held = stratified_split(labels, 0.1, seed=3)
+    rest, held = stratified_split(labels, 0.1, seed=role_seed(3, "validation"))
     assert torch.equal(fit, rest) and torch.equal(val, held)
+
+
+def test_each_role_of_a_seed_draws_from_its_own_generator():
+    """Seed s's test split and seed s + 1's label subset once came from the same generator."""
+    roles = ("test", "subset", "validation", "initialisation", "fine-tuning")
+    seeds = {role_seed(seed, role) for seed in range(10) for role in roles}
+    assert len(seeds) == 50 and role_seed(3, "test") == role_seed(3, "test")
 
 
 def test_probe_selects_its_l2_by_the_chosen_metric_on_the_given_validation_split():
     generator = torch.Generator().manual_seed(0)
-    labels = torch.arange(200) % 3
-    features = torch.randn(200, 6, generator=generator) + 2.0 * F.one_hot(labels, 6).float()
-    val_index = torch.arange(150, 200)
+    labels = torch.arange(400) % 3
+    features = torch.randn(400, 6, generator=generator) + 2.0 * F.one_hot(labels, 6).float()
+    val_index = torch.arange(250, 400)  # at least MIN_VALIDATION images: the split is used as given
     result = linear_probe(features, labels, features[:30], labels[:30], 3, val_index=val_index, metric="qwk")
     assert result.val_score == pytest.approx(quadratic_weighted_kappa(
         fit_and_predict(features, labels, val_index, result.weight_decay), labels[val_index], 3))
@@ -128,48 +137,128 @@ def test_cross_validated_selection_never_looks_at_test_labels():
     labels = torch.arange(60) % 3
     features = torch.randn(60, 8, generator=generator) + F.one_hot(labels, 8).float()
     test = torch.randn(30, 8, generator=generator)
-    results = [linear_probe(features, labels, test, test_labels, 3, folds=5, seed=1)
+    results = [linear_probe(features, labels, test, test_labels, 3, val_index=torch.arange(50, 60), seed=1)
                for test_labels in (torch.zeros(30, dtype=torch.long), torch.arange(30) % 3)]
     assert results[0].weight_decay == results[1].weight_decay and results[0].val_score == results[1].val_score
     assert torch.equal(results[0].test_scores, results[1].test_scores)
     assert results[0].selection == "5-fold cross-validation on 60 labels"
 
 
-def test_compare_repeats_every_cell_per_seed_and_chooses_settings_without_the_test_labels(tmp_path):
+def graded_arrays(n=120, seed=0):
+    """Images whose grade shows (grade 1: a bright top, grade 2: a bright bottom), on noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(n) % 3
+    images[labels == 1, :6] = 255
+    images[labels == 2, 6:] = 255
+    return images, labels
+
+
+def test_compare_repeats_every_cell_per_seed_with_paired_verdicts(tmp_path):
     from byol import evaluate
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (120, 12, 12, 3), dtype=np.uint8)
-    labels = np.arange(120) % 3
-    images[labels == 1, :6] = 255  # grade 1: bright top, grade 2: bright bottom
-    images[labels == 2, 6:] = 255
-    runs = {}
-    for name, test_labels in (("true", labels), ("shuffled", rng.permutation(labels))):
-        # the same training images; only the labels of the images the seeds hold out as test differ
-        comparison = evaluate(["random", "pixels"], data=(images, labels if name == "true" else labels),
-                              protocols=["knn", "linear"], seeds=[0, 1, 2], label_fraction=[1.0],
-                              out=str(tmp_path / name))
-        runs[name] = comparison
-    comparison = runs["true"]
+    images, labels = graded_arrays()
+    comparison = evaluate(["random", "pixels"], data=(images, labels), protocols=["knn", "linear"], seeds=[0, 1, 2],
+                          label_fraction=[1.0], out=str(tmp_path))
     assert len(comparison.rows) == 2 * 2 * 3 and {row["seed"] for row in comparison.rows} == {0, 1, 2}
     summary = comparison.summary()
     assert len(summary) == 4 and all(cell["seeds"] == 3 and len(cell["top1"]) == 3 for cell in summary)
-    markdown = (tmp_path / "true" / "compare.md").read_text()
+    markdown = (tmp_path / "compare.md").read_text()
     assert "±" in markdown and "Verdict rule" in markdown and "| linear | 100 % | random | pixels |" in markdown
+    assert "95 % interval" in markdown and "drawn anew for each seed" in markdown
+    verdicts = comparison.verdicts()
+    assert len(verdicts) == 2 and all(v["low"] <= v["difference"] <= v["high"] for v in verdicts)
     assert all("cross-validation" in row["detail"] for row in comparison.rows if row["protocol"] == "linear")
-    assert (tmp_path / "true" / "subset-1-seed2.csv").is_file()
+    assert (tmp_path / "subset-1-seed2.csv").is_file()
 
 
-@pytest.mark.parametrize("a, b, expected", [
-    ([0.80, 0.82, 0.81], [0.70, 0.71, 0.69], "better"),
-    ([0.70, 0.71, 0.69], [0.80, 0.82, 0.81], "worse"),
-    ([0.80, 0.70, 0.90], [0.78, 0.79, 0.77], "within noise"),  # a gap of 2 points, a spread of 10
-    ([0.80], [0.70], "one seed: no verdict"),
-])
-def test_verdict_rule_on_constructed_results(a, b, expected):
-    from byol.evaluation.tables import verdict
+def test_no_choice_of_any_protocol_depends_on_the_test_labels(tmp_path):
+    """The same training images and labels; the test images' labels true, then shuffled: every
+    choice (the probe's L2 and its score, k, the fine-tuning epoch) and every prediction must be
+    the same; only the scores may differ.  (Made to peek — the probe's L2 picked on the test
+    labels — this test fails.)"""
+    from byol import evaluate
 
-    assert verdict(a, b) == expected
+    images, labels = graded_arrays(240)
+    for name, test_labels in (("true", labels[200:]), ("shuffled", np.random.default_rng(1).permutation(labels[200:]))):
+        np.savez(tmp_path / f"{name}.npz", train_images=images[:200], train_labels=labels[:200],
+                 test_images=images[200:], test_labels=test_labels)
+    runs = [evaluate(["random", "pixels"], data=str(tmp_path / f"{name}.npz"), protocols=["knn", "linear", "finetune"],
+                     seeds=[0, 1], label_fraction=[1.0, 0.5], epochs=2, min_steps=4, out=str(tmp_path / name)).rows
+            for name in ("true", "shuffled")]
+    assert [r["detail"] for r in runs[0]] == [r["detail"] for r in runs[1]]
+    assert all(torch.equal(a["predicted"], b["predicted"]) for a, b in zip(*runs))
+    assert [r["top1"] for r in runs[0]] != [r["top1"] for r in runs[1]]  # the test labels did change the scores
+
+
+def test_random_init_is_drawn_anew_for_each_seed_and_the_same_seed_draws_the_same():
+    from byol.data import ImageSet
+    from byol.evaluation.compare import EvalConfig, Encoders
+    from byol.evaluation.labelled import LabelledData
+
+    data = LabelledData("x", ImageSet(torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.arange(4) % 2), None,
+                        ("0", "1"), torch.zeros(1), torch.ones(1), 16, 0.2)
+    config = EvalConfig(init=("random",), seeds=(0, 1, 2), arch="narrow_resnet")
+    loader = Encoders(["random"], config, data)
+    weights = [loader.for_seed(0, seed).conv1.weight.detach().clone() for seed in (0, 1, 2, 1)]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    assert torch.equal(weights[1], weights[3])  # the same seed: the same encoder
+    assert loader.key(0, 1) != loader.key(0, 2)
+
+
+def save_image(path):
+    from conftest import save
+
+    save(path, np.random.default_rng(len(str(path))).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+
+
+def test_grades_in_their_true_order(tmp_path):
+    """Folders 0 … 10 in numeric order; grade names need --grades, which sets their order."""
+    from byol import UserError
+    from byol.data import load_dataset
+    from byol.evaluation.labelled import grade_order
+
+    for grade in range(11):
+        save_image(tmp_path / "numbered" / str(grade) / "a.png")
+        save_image(tmp_path / "numbered" / str(grade) / "b.png")
+    numbered = load_dataset(tmp_path / "numbered")
+    assert numbered.classes == tuple(str(g) for g in range(11))  # 10 after 9, not after 1
+    assert grade_order(numbered, None, True) == (numbered.classes, None)
+    for name in ("none", "mild", "moderate", "severe"):
+        save_image(tmp_path / "named" / name / "a.png")
+    named = load_dataset(tmp_path / "named")
+    with pytest.raises(UserError, match=r"needs the grades in order.*names \(mild, moderate, none, severe\).*grades"):
+        grade_order(named, None, True)
+    order, remap = grade_order(named, ("none", "mild", "moderate", "severe"), True)
+    assert order == ("none", "mild", "moderate", "severe")
+    assert [order[remap[named.classes.index(n)]] for n in named.classes] == list(named.classes)
+    with pytest.raises(UserError, match="must name every class once"):
+        grade_order(named, ("none", "mild", "severe"), True)
+
+
+@pytest.mark.slow
+def test_compare_says_how_many_test_images_pre_training_saw_and_uses_a_held_out_split(tmp_path):
+    """Pre-trained on every labelled image (transductive), the BYOL encoder saw the test images of
+    every seed; held out with test_fraction, none — and the comparison scores on that split."""
+    from byol import evaluate, pretrain
+    from conftest import graded_folder
+
+    rows = graded_folder(tmp_path, n=60)
+    write_csv(tmp_path / "grades.csv", rows)
+    tiny = dict(epochs=1, batch_size=16, hidden_dim=16, projection_dim=8, image_size=16, linear_probe=False,
+                knn_every=0, device="cpu")
+    pretrain(str(tmp_path / "grades.csv"), out=str(tmp_path / "all"), **tiny)
+    seen = evaluate(["byol:" + str(tmp_path / "all"), "random"], data=str(tmp_path / "grades.csv"),
+                    protocols=["knn"], seeds=[0, 1], out=str(tmp_path / "cmp-all"))
+    assert f"byol:{tmp_path / 'all'} pre-trained on 12 of the 12 test images" in "\n".join(seen.notes)
+    held = pretrain(str(tmp_path / "grades.csv"), out=str(tmp_path / "held"), test_fraction=0.2, **tiny)
+    assert held.results["scored_on"] == "the test split held out from pre-training, 12 images"
+    comparison = evaluate(["byol:" + str(tmp_path / "held"), "random"], data=str(tmp_path / "grades.csv"),
+                          protocols=["knn"], seeds=[0, 1], out=str(tmp_path / "cmp-held"))
+    notes = "\n".join(comparison.notes)
+    assert f"the 12 that byol:{tmp_path / 'held'} held out" in notes and "pre-trained on 0 of the 12 test images" in notes
+    with (tmp_path / "held" / "held-out.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 12
 
 
 def test_fine_tuning_ends_at_or_above_the_probe_on_a_task_both_can_learn(tiny_idx):
@@ -186,7 +275,7 @@ def test_fine_tuning_ends_at_or_above_the_probe_on_a_task_both_can_learn(tiny_id
     mean, std = dataset.channel_stats()
     encoder = create_encoder("narrow_resnet", 1, None, 16)
     features = [extract_features(encoder, part, mean, std, 16) for part in (train, test)]
-    probe = linear_probe(features[0], train.labels, features[1], test.labels, 2, folds=5)
+    probe = linear_probe(features[0], train.labels, features[1], test.labels, 2)
     result = finetune(encoder, train, None, 2, mean, std, 16, torch.device("cpu"),
                       FinetuneSettings(epochs=10, min_steps=0, batch_size=32), progress=False)
     tuned = (predict(result.model, test, mean, std, 16, torch.device("cpu")).argmax(1) == test.labels).float().mean()

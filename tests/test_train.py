@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -8,7 +9,7 @@ import yaml
 
 from byol import PretrainConfig, load_encoder, pretrain
 from byol.base.errors import UserError
-from conftest import small_class_folder, tiny_settings
+from conftest import save, small_class_folder, tiny_settings, write_csv
 
 
 def test_run_directory_has_everything_it_promises(tiny_idx, tmp_path):
@@ -197,3 +198,48 @@ def test_init_from_takes_a_torchvision_state_dict_for_gray_and_rgb_data(tiny_idx
         assert torch.equal(encoder.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
         assert torch.equal(encoder.conv1.weight, adapt_first_conv(reference.conv1.weight, channels))
         assert "fc.weight" not in encoder.state_dict()
+
+
+def labelled_csv(root, n=120, side=24):
+    """A labelled CSV of gray images whose grade is how much of the picture is dark, no test split."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        grade = i % 3
+        pixels = rng.integers(120, 255, (side, side), dtype=np.uint8)
+        pixels[: side * grade // 3] //= 4
+        save(root / "images" / f"{i:03d}.png", pixels, "L")
+        rows.append((f"images/{i:03d}.png", grade))
+    write_csv(root / "grades.csv", rows)
+    return root / "grades.csv"
+
+
+def test_a_labels_only_csv_shows_progress_on_a_validation_split_and_ends_with_a_number(tmp_path, capsys):
+    result = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "run", epochs=2, knn_every=1, knn_k=5,
+                                      image_size=16))
+    assert all(isinstance(row["knn_top1"], float) for row in result.metrics)  # the monitor ran every epoch
+    assert result.results["scored_on"].startswith("a validation split of 24 labelled images")
+    assert 0 <= result.results["linear_qwk"] <= 1 or result.results["linear_qwk"] < 0
+    out = capsys.readouterr().out
+    assert "on the validation split" in out and "a validation split of 24 labelled images" in out
+
+
+def test_the_chooser_never_sees_the_test_labels(tmp_path):
+    """The same training images and labels, the test split's labels true then shuffled: the same
+    proxy scores and the same choice.  (Made to score the proxies on the test split, it fails.)"""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (600, 16, 16), dtype=np.uint8)
+    labels = np.arange(600) % 3
+    for grade in range(3):
+        images[labels == grade, : 5 * grade] //= 3
+    tables = []
+    for name, test_labels in (("true", labels[500:]), ("shuffled", rng.permutation(labels[500:]))):
+        np.savez(tmp_path / f"{name}.npz", train_images=images[:500], train_labels=labels[:500],
+                 test_images=images[500:], test_labels=test_labels)
+        result = pretrain(**tiny_settings(tmp_path / f"{name}.npz", tmp_path / name, epochs=4, knn_every=0,
+                                          batch_size=64, choose_augmentations=True))
+        with (tmp_path / name / "choice.csv").open() as handle:
+            tables.append([{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)])
+        assert (result.config.augmentations, result.config.crop_min_scale) in {
+            (row["augmentations"], float(row["crop_min_scale"])) for row in tables[-1] if row["chosen"] == "True"}
+    assert len(tables[0]) == 3 and tables[0] == tables[1]

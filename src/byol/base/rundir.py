@@ -5,6 +5,8 @@
     checkpoints/last.pt      everything needed to resume; previous.pt is the one before it
     encoder.safetensors      the online encoder, loadable with ``byol.load_encoder``
     results.json             final k-NN and linear-probe accuracy, versions, git commit
+    pretrain-images.npy      the identities of every image pre-training saw (``ImageSet.identities``)
+    held-out.csv             the labelled images held out from pre-training as a test split, if any
 
 Every file is written to a temporary name, flushed to disk and renamed into place, and the
 folder itself is flushed after the rename, so a run killed at any moment (or a power cut)
@@ -23,6 +25,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -77,6 +80,8 @@ class RunDir:
         self.last, self.previous, self.next = checkpoints / "last.pt", checkpoints / "previous.pt", checkpoints / "next.pt"
         self.encoder = self.path / "encoder.safetensors"
         self.results = self.path / "results.json"
+        self.seen = self.path / "pretrain-images.npy"
+        self.held_out = self.path / "held-out.csv"
 
     def is_run(self) -> bool:
         """Whether ``path`` holds a pre-training run (its settings and metrics)."""
@@ -94,8 +99,13 @@ class RunDir:
             raise UserError(f"{setting('out')} {self.path}: cannot create it ({parent} is not a writable folder); "
                             "choose another place")
 
+    def has_checkpoint(self) -> bool:
+        return any(path.is_file() for path in (self.next, self.last, self.previous))
+
     def check_resume(self) -> None:
-        if not any(path.is_file() for path in (self.next, self.last, self.previous)):
+        """A run to continue: checkpointed, or stopped before its first checkpoint (while its
+        views were being chosen, say) with its settings saved — it then starts over from them."""
+        if not (self.has_checkpoint() or self.config.is_file()):
             raise UserError(f"{setting('resume')}: no checkpoint at {self.last}; start a new run without it")
 
     def create(self, overwrite: bool) -> None:
@@ -167,6 +177,31 @@ class RunDir:
         try:
             return json.loads(self.results.read_text())
         except (OSError, ValueError):
+            return None
+
+    def save_seen(self, identities: torch.Tensor) -> None:
+        atomic_write(self.seen, lambda temporary: np.save(open(temporary, "wb"), identities.cpu().numpy()))
+
+    def read_seen(self) -> torch.Tensor | None:
+        try:
+            return torch.from_numpy(np.load(self.seen))
+        except (OSError, ValueError):
+            return None
+
+    def save_held_out(self, names: list[str], labels: list[int], identities: torch.Tensor) -> None:
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["image", "label", "identity"])
+                writer.writerows(zip(names, labels, identities.tolist()))
+        atomic_write(self.held_out, write)
+
+    def read_held_out(self) -> torch.Tensor | None:
+        """The identities of the images this run held out from pre-training (None: it held none)."""
+        try:
+            with self.held_out.open(newline="") as handle:
+                return torch.tensor([int(row["identity"]) for row in csv.DictReader(handle)], dtype=torch.long)
+        except (OSError, KeyError, ValueError):
             return None
 
     def read_metrics(self) -> list[dict]:

@@ -2,10 +2,12 @@
 uint16 for 16-bit data) or files not yet decoded / streamed, optional labels, optional test split."""
 from __future__ import annotations
 
+import hashlib
 import os
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import torch
@@ -54,6 +56,7 @@ class ImageSet:
     files: ImageFiles | None = None
     names: list[str] | None = None      # file names (relative to the data folder) when read from files
     sizes: torch.Tensor | None = None   # (N, 2) int64 valid (height, width), when images differ in shape
+    ids: torch.Tensor | None = None     # (N,) int64 identities (``identities``), kept once known
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.files)
@@ -75,15 +78,29 @@ class ImageSet:
         return (self.files.channels, int(statistics.median(h for h, _ in shapes)),
                 int(statistics.median(w for _, w in shapes)))
 
+    def identities(self) -> torch.Tensor:
+        """(N,) int64 names of the images that do not depend on how they are decoded: a hash of
+        each file's absolute path, or of each array image's pixels.  What lets a comparison tell
+        which of its test images a pre-training run saw (``pretrain-images.npy``)."""
+        if self.ids is None:
+            if self.files is not None:
+                keys = (str(Path(path).resolve()).encode() for path in self.files.paths)
+            else:
+                keys = (image.tobytes() for image in self.images.cpu().numpy())
+            self.ids = torch.tensor([int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True)
+                                     for key in keys], dtype=torch.long)
+        return self.ids
+
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        """The images (labels, names, sizes) at ``index``, still in memory or still in files."""
+        """The images (labels, names, sizes, identities) at ``index``, still in memory or in files."""
         index = index.cpu()
         labels = self.labels[index] if self.labels is not None else None
         names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        ids = self.ids[index] if self.ids is not None else None
         if self.images is not None:
             sizes = self.sizes[index] if self.sizes is not None else None
-            return ImageSet(self.images[index.to(self.images.device)], labels, names=names, sizes=sizes)
-        return ImageSet(labels=labels, files=self.files.subset(index.tolist()), names=names)
+            return ImageSet(self.images[index.to(self.images.device)], labels, names=names, sizes=sizes, ids=ids)
+        return ImageSet(labels=labels, files=self.files.subset(index.tolist()), names=names, ids=ids)
 
     def to(self, device: torch.device) -> "ImageSet":
         """The in-memory images moved to ``device`` (batches are then gathered there)."""
@@ -96,11 +113,14 @@ class ImageSet:
         at a size the random crops can draw from (``FileImages.prepared``); arrays as they are."""
         if self.images is not None:
             return self
+        ids = self.identities()  # from the paths, before they are gone
         prepared, kept = self.files.prepared(image_size, stream, budget, strict)
         if kept is None:
-            return replace(prepared, labels=self.labels, names=self.names)
-        labels = self.labels[torch.tensor(kept, dtype=torch.long)] if self.labels is not None else None
-        return replace(prepared, labels=labels, names=[self.names[i] for i in kept] if self.names else None)
+            return replace(prepared, labels=self.labels, names=self.names, ids=ids)
+        index = torch.tensor(kept, dtype=torch.long)
+        labels = self.labels[index] if self.labels is not None else None
+        return replace(prepared, labels=labels, names=[self.names[i] for i in kept] if self.names else None,
+                       ids=ids[index])
 
     def batches(self, order: torch.Tensor, batch_size: int, device: torch.device | str,
                 drop_last: bool = False) -> Iterator[Batch]:
@@ -156,6 +176,20 @@ class DataSplits:
             return images.prepared(image_size, stream, budget, strict) if images is not None else None
 
         return replace(self, train=ready(self.train), test=ready(self.test), labelled_train=ready(self.labelled_train))
+
+    def split_off(self, index: torch.Tensor, exclude: bool) -> "DataSplits":
+        """The labelled training images at ``index`` (of ``eval_train``) become the test split, the
+        other labelled images the labelled training set.  ``exclude``: pre-training no longer sees
+        them either (a held-out test split); else it still does, without their labels (a
+        validation split to watch progress on)."""
+        labelled = self.eval_train
+        rest = torch.ones(len(labelled), dtype=torch.bool)
+        rest[index] = False
+        train = self.train
+        if exclude:
+            train = train.subset((~torch.isin(train.identities(), labelled.identities()[index])).nonzero().squeeze(1))
+        return replace(self, train=train, test=labelled.subset(index),
+                       labelled_train=labelled.subset(rest.nonzero().squeeze(1)))
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the training images in [0, 1], for normalisation."""

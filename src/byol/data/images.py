@@ -32,9 +32,16 @@ def list_images(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def natural_order(name: str) -> tuple:
+    """Class names as a reader expects them: numbers by value (2 before 10), then the rest by name."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
 def class_folders(folder: Path) -> list[Path]:
-    """Sub-folders holding images, when every image of ``folder`` sits in one of them."""
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sub-folders holding images, when every image of ``folder`` sits in one of them, in natural
+    order (folders 0 … 10 as grades: 10 after 2)."""
+    subfolders = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                        key=lambda p: natural_order(p.name))
     loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
     if loose or len(subfolders) < 2:
         return []

@@ -23,7 +23,7 @@ from ..views.apply import augment
 from ..views.ops import eval_crop_for, eval_view, normalise
 from ..data import ImageSet
 from ..base.device import autocast
-from .frozen import extract_features, linear_probe
+from .frozen import calibrated, class_weights, extract_features, linear_probe
 from .metrics import classification_metrics
 from ..optim.lars import parameter_groups
 from ..optim.schedule import learning_rate
@@ -48,7 +48,9 @@ class FinetuneSettings(Settings):
                        "2022), so fine-tuning starts where the probe ends; new: a zero head", choices=("probe", "new"))
     weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
     crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
-    balance: str = option("none", "class imbalance: loss = class-weighted cross-entropy, sampler = class-balanced "
+    balance: str = option("none", "class imbalance, in the linear probe and fine-tuning: loss = class-weighted "
+                          "cross-entropy, sampler = class-balanced draws in fine-tuning (the probe weights its loss) "
+                          "— or none; "
                           "draws", choices=BALANCING)
 
     def check(self) -> None:
@@ -67,12 +69,6 @@ def fine_tuning_view(crop_min_scale: float) -> ViewSpec:
     """Standard supervised augmentation: random resized crop and horizontal flip only."""
     return ViewSpec(crop_scale=(crop_min_scale, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
                       solarize_prob=0.0)
-
-
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """N / (K · n_c) for each class c (1 for a balanced set); absent classes get 0."""
-    counts = torch.bincount(labels.cpu(), minlength=num_classes).float()
-    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp_min(1)), torch.zeros(()))
 
 
 def epoch_order(labels: torch.Tensor, num_classes: int, balance: str, generator: torch.Generator) -> torch.Tensor:
@@ -105,46 +101,20 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(encoder: nn.Module, images: ImageSet, mean, std, image_size: int, device: torch.device) -> None:
-    """Re-estimate the encoder's BatchNorm running statistics on ``images`` (train-mode forward
-    passes, a plain average over them; no weight changes).  A random encoder's statistics are
-    the defaults (mean 0, variance 1), which describe no real activation: its eval-mode
-    features — what the probe sees — are then unlike the train-mode features fine-tuning
-    starts from.  Calibrated, they agree, for every encoder."""
-    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average over the batches
-    was_training = encoder.training
-    encoder.train()
-    mean, std = mean.to(device), std.to(device)
-    for batch in images.batches(torch.arange(len(images)), 256, device):
-        if len(batch.images) > 1:
-            view = normalise(eval_view(batch.images, image_size, eval_crop_for(image_size), batch.sizes), mean, std)
-            with autocast(device):
-                encoder(view.contiguous(memory_format=torch.channels_last))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
-    encoder.train(was_training)
-
-
 def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean, std, image_size: int,
                      device: torch.device, settings: FinetuneSettings, metric: str,
                      seed: int) -> tuple[nn.Sequential, str]:
     """encoder → Standardise → Linear, the head warm-started from the linear probe of the frozen
     features of ``train`` (its L2 chosen by 5-fold cross-validation on them; a 10 % split above
     10,000 images): fine-tuning starts where the probe ends, with every encoder."""
-    encoder = encoder.to(device)
-    recalibrate_batchnorm(encoder, train, mean, std, image_size, device)
+    encoder = calibrated(encoder.to(device), train, mean, std, image_size, device)
     features = extract_features(encoder, train, mean, std, image_size, device=device).float()
     feature_mean, feature_std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
     head = nn.Linear(encoder.num_features, num_classes)
     note = "new head"
     if settings.head == "probe":
         probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
-                             metric=metric, folds=5 if len(train) <= 10_000 else 0)
+                             metric=metric, balance=settings.balance == "loss")
         head.load_state_dict(probe.classifier.state_dict())
         note = f"head from the probe (L2 {probe.weight_decay:g})"
     else:
@@ -240,21 +210,16 @@ class Trainer:
         return torch.stack(losses).mean().item() if losses else math.nan
 
 
-def finetune_and_predict(encoder: nn.Module, fit: ImageSet, val: ImageSet, test: ImageSet, num_classes: int,
+def finetune_and_predict(encoder: nn.Module, train: ImageSet, val: ImageSet | None, test: ImageSet, num_classes: int,
                          mean, std, image_size: int, device: torch.device, settings: FinetuneSettings, metric: str,
-                         seed: int, fixed_schedule: bool) -> tuple[torch.Tensor, str]:
+                         seed: int) -> tuple[torch.Tensor, str]:
     """The fine-tuning protocol of ``byol compare``: test-set scores, and how the epoch was chosen.
-    With a validation split too small to choose on (``fixed_schedule``), every label trains and
-    the fixed schedule's last epoch is taken, as the paper's semi-supervised protocol does."""
-    if fixed_schedule:
-        train = ImageSet(torch.cat([fit.images, val.images]), torch.cat([fit.labels, val.labels]),
-                         sizes=torch.cat([fit.sizes, val.sizes]) if fit.sizes is not None else None) \
-            if fit.images is not None else fit
-        result = finetune(copy.deepcopy(encoder), train, None, num_classes, mean, std, image_size, device, settings,
-                          metric, seed, progress=False)
+    Without a validation split (too few labels to choose on: the caller puts them all in
+    ``train``), the fixed schedule's last epoch is taken, as the paper's semi-supervised protocol does."""
+    result = finetune(copy.deepcopy(encoder), train, val, num_classes, mean, std, image_size, device, settings,
+                      metric, seed, progress=False)
+    if val is None:
         detail = f"{result.note}; fixed schedule, last of {result.epochs_run} epochs (too few labels to validate on)"
     else:
-        result = finetune(copy.deepcopy(encoder), fit, val, num_classes, mean, std, image_size, device, settings,
-                          metric, seed, progress=False)
         detail = f"{result.note}; best epoch {result.best_epoch}/{result.epochs_run} (val {metric} {result.val_score:.4f})"
     return predict(result.model, test, mean, std, image_size, device), detail

@@ -1,8 +1,17 @@
 """Which labelled images an evaluation may use: stratified, seeded splits of the training
-labels (the paper's 1 % / 10 % subsets, and validation splits inside them)."""
+labels (the paper's 1 % / 10 % subsets, and validation splits inside them), each role drawn
+from its own generator."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
+
+
+def role_seed(seed: int, role: str) -> int:
+    """The generator seed of one use (``role``: test, subset, validation, ...) of seed ``seed``:
+    a hash, so no seed's test split is another seed's label subset."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{role}".encode(), digest_size=7).digest(), "little")
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int,
@@ -33,8 +42,8 @@ def label_split(labels: torch.Tensor, label_fraction: float = 1.0, val_fraction:
     split is never touched.  Reproducible from ``seed``."""
     pool = torch.arange(len(labels))
     if label_fraction < 1:
-        pool = stratified_split(labels, label_fraction, seed + 1, minimum=2)[1]
-    fit, val = stratified_split(labels.cpu()[pool], val_fraction, seed)
+        pool = stratified_split(labels, label_fraction, role_seed(seed, "subset"), minimum=2)[1]
+    fit, val = stratified_split(labels.cpu()[pool], val_fraction, role_seed(seed, "validation"))
     return pool[fit], pool[val]
 
 

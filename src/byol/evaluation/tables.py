@@ -1,6 +1,7 @@
 """What the evaluation commands write: the results table (printed, ``STEM.csv``, ``STEM.md``
-with per-class accuracy and confusion matrices) and the subset files that record which
-images each label fraction used (``subset-F-seedS.csv``), so a run can be repeated exactly."""
+with the paired verdicts, per-class accuracy and confusion matrices) and the subset files that
+record which images each label fraction used (``subset-F-seedS.csv``), so a run can be repeated
+exactly."""
 from __future__ import annotations
 
 import csv
@@ -10,22 +11,12 @@ from pathlib import Path
 
 import torch
 
-from ..data import ImageSet
 from ..base.errors import UserError, first_line, setting
+from ..data import ImageSet
+from .intervals import RULE, paired_difference
 from .metrics import METRIC_NAMES
 
 SCALAR_COLUMNS = ("init", "protocol", "label_fraction", "labels", "seed", *METRIC_NAMES, "detail")
-VERDICT_RULE = ("A is better than B when its mean over the seeds exceeds B's by more than twice the larger of "
-                "their spreads (standard deviations over seeds), worse in the mirror case, and within noise "
-                "otherwise; one seed gives no verdict.")
-
-
-def verdict(a: list[float], b: list[float]) -> str:
-    """'better', 'worse' or 'within noise' for scores ``a`` against ``b`` (by ``VERDICT_RULE``)."""
-    if len(a) < 2 or len(b) < 2:
-        return "one seed: no verdict"
-    gap, noise = statistics.mean(a) - statistics.mean(b), 2 * max(statistics.stdev(a), statistics.stdev(b))
-    return "better" if gap > noise else "worse" if -gap > noise else "within noise"
 
 
 def _format(key: str, value) -> str:
@@ -53,11 +44,14 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
 
 @dataclass
 class Comparison:
-    """What ``byol.evaluate`` returns: one row per encoder × protocol × fraction × seed, and the
-    summaries over seeds with a verdict for every pair of encoders."""
+    """What ``byol.evaluate`` returns: one row per encoder × protocol × fraction × seed (each with
+    its test predictions), and the summaries over seeds with a paired verdict for every pair of
+    encoders, in the order they were given (A is given before B)."""
 
     rows: list[dict]
-    metric: str  # the selection metric, on which the verdicts are drawn
+    metric: str                      # the selection metric, on which the verdicts are drawn
+    num_classes: int = 0
+    notes: tuple[str, ...] = ()      # the classes' order, the test split, what pre-training saw
 
     def cells(self) -> dict[tuple, list[dict]]:
         """The rows of each (protocol, label fraction, encoder), in order of appearance."""
@@ -73,33 +67,46 @@ class Comparison:
                 for (protocol, fraction, init), rows in self.cells().items()]
 
     def verdicts(self) -> list[dict]:
-        """Every pair of encoders, per protocol and label fraction, on the selection metric."""
+        """Every pair of encoders, per protocol and label fraction: A − B on the selection metric with
+        its 95 % interval over test images and seeds (``intervals.paired_difference``)."""
         found = []
-        by_setting: dict[tuple, list[dict]] = {}
-        for cell in self.summary():
-            by_setting.setdefault((cell["protocol"], cell["label_fraction"]), []).append(cell)
-        for (protocol, fraction), cells in by_setting.items():
-            for i, a in enumerate(cells):
-                for b in cells[i + 1:]:
-                    gap = statistics.mean(a[self.metric]) - statistics.mean(b[self.metric])
-                    found.append({"protocol": protocol, "label_fraction": fraction, "a": a["init"], "b": b["init"],
-                                  "difference": gap, "verdict": verdict(a[self.metric], b[self.metric])})
+        for (protocol, fraction), cells in self._by_setting().items():
+            for i, (a, rows_a) in enumerate(cells):
+                for b, rows_b in cells[i + 1:]:
+                    seeds = sorted({row["seed"] for row in rows_a} & {row["seed"] for row in rows_b})
+                    first = {row["seed"]: row for row in rows_a}
+                    second = {row["seed"]: row for row in rows_b}
+                    difference = paired_difference([first[s]["predicted"] for s in seeds],
+                                                   [second[s]["predicted"] for s in seeds],
+                                                   [first[s]["test_labels"] for s in seeds],
+                                                   [first[s]["test_ids"] for s in seeds], self.num_classes, self.metric)
+                    found.append({"protocol": protocol, "label_fraction": fraction, "a": a, "b": b,
+                                  "difference": difference.estimate, "low": difference.low, "high": difference.high,
+                                  "verdict": difference.verdict})
         return found
+
+    def _by_setting(self) -> dict[tuple, list[tuple[str, list[dict]]]]:
+        grouped: dict[tuple, list] = {}
+        for (protocol, fraction, init), rows in self.cells().items():
+            grouped.setdefault((protocol, fraction), []).append((init, rows))
+        return grouped
 
     def markdown(self) -> str:
         metrics = [k for k in METRIC_NAMES if any(k in row for row in self.rows)]
         summary = markdown_table(["init", "protocol", "labels", "seeds", *metrics],
                                  [[c["init"], c["protocol"], f"{c['labels']} ({_format('label_fraction', c['label_fraction'])})",
                                    str(c["seeds"]), *(_spread(k, c[k]) for k in metrics)] for c in self.summary()])
+        notes = "".join(f"\n\n{note}" for note in self.notes)
         verdicts = self.verdicts()
         if not verdicts:
-            return summary
-        scale = 1 if self.metric == "qwk" else 100
-        table = markdown_table(["protocol", "labels", "A", "B", f"A − B ({self.metric})", "verdict"],
+            return summary + notes
+        scale, digits = (1, 4) if self.metric == "qwk" else (100, 2)
+        table = markdown_table(["protocol", "labels", "A", "B", f"A − B ({self.metric})", "95 % interval", "verdict"],
                                [[v["protocol"], _format("label_fraction", v["label_fraction"]), v["a"], v["b"],
-                                 f"{scale * v['difference']:+.4f}" if scale == 1 else f"{scale * v['difference']:+.2f}",
-                                 v["verdict"]] for v in verdicts])
-        return f"{summary}\n\n{table}\n\nVerdict rule: {VERDICT_RULE}"
+                                 f"{scale * v['difference']:+.{digits}f}",
+                                 f"[{scale * v['low']:+.{digits}f}, {scale * v['high']:+.{digits}f}]", v["verdict"]]
+                                for v in verdicts])
+        return f"{summary}{notes}\n\n{table}\n\nVerdict rule: {RULE}"
 
 
 def write_results(comparison: Comparison, out: Path, stem: str, name: str, classes: tuple[str, ...],

@@ -100,8 +100,20 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
     crop_min_scale: float | None = option(None, "smallest crop area fraction of the random resized crop (paper: "
                                           "0.08); default: 0.08, 0.4 for short CPU runs on small images")
     # monitoring and evaluation
-    knn_every: int | None = option(None, "k-NN accuracy on the labelled test split every N epochs (0 = only at the "
-                                   "end); default: four times in a run, only at the end above 200,000 images")
+    knn_every: int | None = option(None, "k-NN accuracy on the labelled test split (or a validation split of the "
+                                   "labels when there is none) every N epochs (0 = only at the end); default: four "
+                                   "times in a run, only at the end above 200,000 images")
+    choose_augmentations: bool | None = option(None, "choose the views (augmentation set and crop scale) by short "
+                                               "proxy runs scored on a validation split of the labels; default: "
+                                               "for labelled sets of up to 20,000 images whose --augmentations and "
+                                               "--crop-min-scale are not given (the table is saved as choice.csv)")
+    time_budget: str | None = option(None, "wall-clock minutes for pre-training, views chosen included (e.g. 15m): "
+                                     "the view size and the epochs are set from step times measured at the start "
+                                     "[default: none; the recipe's epochs]")
+    test_fraction: float = option(0.0, "labelled data without a test split: hold this stratified share out as a "
+                                  "test split that pre-training never sees (the held-out set-up; byol compare scores "
+                                  "on it); 0: every image pre-trains, as in a challenge whose test images are at hand, "
+                                  "and progress is shown on a validation split of the labels")
     linear_probe: bool = option(True, "fit a logistic-regression probe on frozen features at the end")
     seed: int = option(0, "seed for initialisation, data order and augmentation")
     sync_bn: bool | None = option(None, "with several processes (torchrun): BatchNorm statistics over the global "
@@ -132,6 +144,7 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                 f"{self.method}: {setting('target_momentum')} and turning off {setting('predictor')} are BYOL ablations, "
                 f"and {self.method} has no target network and no predictor")
         require(unset(self.knn_every) or self.knn_every >= 0, "knn_every", f"must be >= 0, got {self.knn_every}")
+        require(0 <= self.test_fraction < 1, "test_fraction", f"{self.test_fraction}: give a share in [0, 1), e.g. 0.2")
         require(self.stop_after is None or self.stop_after >= 1, "stop_after", f"must be at least 1, got {self.stop_after}")
         require(not (self.resume and self.init_from), "init_from", f"starts a new run, {setting('resume')} continues one: give only one")
         require(self.image_size is None or self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size}")
@@ -142,6 +155,16 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
             values = getattr(self, name)
             require(values is None or all(is_finite(v) and (v > 0 or name == "mean") for v in values), name,
                     f"needs finite values{' > 0' if name == 'std' else ''}, got {values}")
+        require(self.time_budget is None or self.budget_seconds is not None, "time_budget",
+                f"{self.time_budget}: give minutes, e.g. 15m or 90m")
+        require(self.time_budget is None or self.epochs is None, "time_budget",
+                f"sets the epochs from the time; give {setting('time_budget')} or {setting('epochs')}, not both")
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``time_budget`` in seconds; None when not set or not understood."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(m|min|minutes?)?\s*", self.time_budget or "")
+        return 60 * float(match.group(1)) if match and float(match.group(1)) > 0 else None
 
     @property
     def checkpoint_interval(self) -> tuple[str, float] | None:

@@ -25,7 +25,8 @@ from ..views.spec import byol_views
 from .checkpointing import Checkpointer, LoopState, stop_requests
 from .distributed import Process, init_process, sync_batchnorm
 from .meter import Diverged, StepMeter
-from .monitor import frozen_evaluation, projection_spread, warn_if_collapsed
+from .choose import choose, should_choose, validation_splits
+from .monitor import frozen_evaluation, measured_on, projection_spread, warn_if_collapsed
 from .step import Plan, TrainStep, build_model, build_optimizer, two_views
 
 
@@ -58,6 +59,7 @@ class Loop:
     process: Process
     device: torch.device
     started: float                   # perf_counter at the start of this invocation
+    scored_on: str = "test"          # what the monitor's labelled images are: "test" or "validation"
 
     @property
     def config(self) -> PretrainConfig:
@@ -113,44 +115,69 @@ def pretrain(data=None, *, config_file: str | Path | None = None, encoder: torch
                         "pretrain(..., encoder=module, resume=True)")
     process, device = init_process(resolve_device(config.device))
     try:
-        loop, state = _set_up(config, run, splits, encoder, process, device, started)
-        return _train_and_finish(loop, state, commit)
+        loop, state = _set_up(config, {name: getattr(config, name) for name in given}, run, splits, encoder, process,
+                              device, started)
+        result = _train_and_finish(loop, state, commit)
+        if process.distributed:
+            torch.distributed.barrier()  # every rank done with the group before any tears it down
+        return result
     finally:
         if process.distributed:
             torch.distributed.destroy_process_group()
 
 
-def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None, encoder: torch.nn.Module | None,
-            process: Process, device: torch.device, started: float) -> tuple[Loop, LoopState]:
-    """The data (derived settings printed), the model and optimizer (from the checkpoint when
-    resuming), the run directory; nothing is written before every setting has been checked."""
+def _set_up(config: PretrainConfig, given: dict, run: RunDir, splits: DataSplits | None,
+            encoder: torch.nn.Module | None, process: Process, device: torch.device,
+            started: float) -> tuple[Loop, LoopState]:
+    """The data and every setting it decides (derived, printed; the views chosen on the labels),
+    the model and optimizer (from the checkpoint when resuming), the run directory; nothing is
+    written before every setting the user gave has been checked."""
     dataset = splits or as_splits(config.data, **config.read_options())
+    choosing = should_choose(config, dataset) and not process.distributed
+    dataset, scored_on = measured_on(dataset, config)
     dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
-    config, derived = resolve(config, data_facts(dataset, device.type))
+    facts = data_facts(dataset, device.type)
+    resolved, derived = resolve(config, facts)
     if derived and process.is_main:
         print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
-    dataset = dataset.prepared(config.image_size, config.stream, strict=config.strict)
-    plan = Plan.of(config, len(dataset.train), process)
-    mean, std = dataset.normalisation(config.mean, config.std)
-    config = config.replace(mean=tuple(round(v, 6) for v in mean.tolist()), std=tuple(round(v, 6) for v in std.tolist()))
-    mean, std = torch.tensor(config.mean), torch.tensor(config.std)  # as saved: a resumed run normalises the same
-    plan = dataclasses.replace(plan, config=config)
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, dataset.train.channels, plan.image_size, encoder).to(device)
+    dataset = dataset.prepared(resolved.image_size, resolved.stream, strict=resolved.strict)
+    mean, std = dataset.normalisation(resolved.mean, resolved.std)
+    resolved = resolved.replace(mean=tuple(round(v, 6) for v in mean.tolist()),
+                                std=tuple(round(v, 6) for v in std.tolist()))
+    plan = Plan.of(resolved, len(dataset.train), process)
+    torch.manual_seed(resolved.seed)  # the same initial weights on every rank
+    model = build_model(resolved, dataset.train.channels, plan.image_size, encoder).to(device)
+    if process.is_main and not config.resume:  # a new run: everything given was checked, only now touch the disk
+        run.create(config.overwrite)
+        run.save_config(config.to_dict())  # as asked; what the data decides follows below
+        run.save_seen(dataset.train.identities())  # what a comparison may ask: which test images did it see?
+        if config.test_fraction:
+            run.save_held_out(dataset.test.names or [str(i) for i in range(len(dataset.test))],
+                              dataset.test.labels.tolist(), dataset.test.identities())
+    if choosing:
+        chosen, _ = choose(resolved, given, validation_splits(dataset, scored_on, resolved.seed), facts, run, pretrain)
+        resolved = resolved.replace(augmentations=chosen.augmentations, crop_min_scale=chosen.crop_min_scale)
+        plan = dataclasses.replace(plan, config=resolved)
+    if process.is_main and not run.has_checkpoint():
+        run.save_config(resolved.to_dict())  # every setting of the run, as it trains
+    return _build_loop(resolved, plan, model, run, dataset, scored_on, process, device, started)
+
+
+def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run: RunDir, dataset: DataSplits,
+                scored_on: str, process: Process, device: torch.device, started: float) -> tuple[Loop, LoopState]:
+    """The model in place (BatchNorm over all ranks, channels-last), its optimizer, the state to
+    start from (the checkpoint's, when there is one), the log, and the batches' home."""
     if process.distributed and config.sync_bn is not False:
         model = sync_batchnorm(model, device)  # BN over the global batch, in encoder and heads, online and target
     # channels-last: faster convolutions on tensor cores, and +10 % images/s on a 2-core CPU (BENCHMARKS.md)
     model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config, plan.peak_lr)
     state = LoopState()
-    if config.resume:
+    if run.has_checkpoint():
         checkpoint = run.load_checkpoint(device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = LoopState.of(checkpoint)
-    elif process.is_main:  # everything the user gave has been checked: only now touch the disk
-        run.create(config.overwrite)
-        run.save_config(config.to_dict())
     log = MetricsLog(run, keep_epochs=state.epoch) if process.is_main else None
     if log and 0 < state.epoch < config.epochs and not any(r["epoch"] == state.epoch for r in log.rows):
         log.epoch(state.row)  # the checkpoint's epoch ended, but its row was not written
@@ -162,8 +189,9 @@ def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None, enco
     if train_set.images is not None and fits_on_device(train_set.images.nbytes, device):
         train_set = train_set.to(device)
     views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations, plan.image_size)
+    mean, std = torch.tensor(config.mean).to(device), torch.tensor(config.std).to(device)  # as saved: resumes the same
     loop = Loop(model, optimizer, TrainStep(model, optimizer, device, forward, config.compile, config.compile_mode),
-                dataset, train_set, views, plan, mean.to(device), std.to(device), run, log, process, device, started)
+                dataset, train_set, views, plan, mean, std, run, log, process, device, started, scored_on)
     if process.is_main:
         describe_run(loop)
     return loop, state
@@ -242,7 +270,7 @@ def end_of_epoch(loop: Loop, epoch: int, meter: StepMeter) -> dict:
                                     plan.image_size, loop.device, loop.process, probe=False)
         if monitor:
             row["knn_top1"] = monitor["knn_top1"]
-            print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} %")
+            print(f"epoch {epoch + 1}: k-NN top-1 {100 * monitor['knn_top1']:.2f} % on the {loop.scored_on} split")
     return row
 
 
@@ -267,17 +295,31 @@ def finish(loop: Loop, row: dict) -> dict:
         return done
     results = frozen_evaluation(encoder, loop.dataset, loop.mean, loop.std, config, loop.plan.image_size,
                                 loop.device, loop.process, probe=config.linear_probe)
+    if results:
+        results["scored_on"] = describe_split(loop)
     if log and not any(r["epoch"] == config.epochs for r in log.rows):
         log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     return results
 
 
+def describe_split(loop: Loop) -> str:
+    test = loop.dataset.test
+    if loop.scored_on == "validation":
+        return (f"a validation split of {len(test)} labelled images (pre-trained on, without their labels; "
+                "test_fraction holds a test split out instead)")
+    held = " held out from pre-training" if loop.config.test_fraction else ""
+    return f"the test split{held}, {len(test)} images"
+
+
 def print_results(results: dict, config: PretrainConfig) -> None:
     print(f"byol: finished in {results['seconds'] / 60:.1f} min")
     if "knn_top1" not in results:
-        print("  no labelled test split in this dataset: nothing to evaluate (the encoder is saved)")
-    else:
-        print(f"  k-NN top-1 (k={results['knn_k']}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
+        print("  no labelled images in this dataset: nothing to evaluate (the encoder is saved)")
+        return
+    print(f"  on {results['scored_on']}:")
+    print(f"  k-NN top-1 (k={results['knn_k']}, T={config.knn_temperature}):  {100 * results['knn_top1']:.2f} %")
     if "linear_top1" in results:
         print(f"  linear-probe top-1:              {100 * results['linear_top1']:.2f} %"
-              f"  (L2 {results['linear_weight_decay']:g}, chosen on a 10 % validation split of the training labels)")
+              f"  (balanced {100 * results['linear_balanced_accuracy']:.2f} %, quadratic kappa "
+              f"{results['linear_qwk']:.3f}; L2 {results['linear_weight_decay']:g} chosen by "
+              f"{results['linear_selection']} of the training labels)")

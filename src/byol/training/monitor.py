@@ -1,17 +1,46 @@
 """What a pre-training run measures about itself: the k-NN monitor, the final frozen-feature
-evaluation (k-NN and linear probe), and the collapse statistic with its warning."""
+evaluation (k-NN and linear probe), and the collapse statistic with its warning; and which
+labelled images it measures on — the data's test split; or, for labelled data without one, a
+test split held out from pre-training (``test_fraction``) or else a validation split of the
+labels, pre-trained on without their labels (stated as such)."""
 from __future__ import annotations
 
 import sys
 
 import torch
 
-from ..settings.pretrain import PretrainConfig
-from ..data import DataSplits, ImageSet
-from .distributed import Process, gather_rows, local_rows
+from ..base.errors import UserError
+
 from ..base.errors import setting
+from ..data import DataSplits, ImageSet
 from ..evaluation.frozen import extract_features, knn_accuracy, knn_k_for, linear_probe
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.splits import role_seed, stratified_split
 from ..models.methods import collapse_statistic, healthy_spread, is_collapsed
+from ..settings.pretrain import PretrainConfig
+from .distributed import Process, gather_rows, local_rows
+
+VALIDATION_FRACTION = 0.2  # of the labels, to watch progress on when the data has no test split
+
+
+def measured_on(dataset: DataSplits, config: PretrainConfig) -> tuple[DataSplits, str]:
+    """The splits the monitor and the final evaluation use, and what to call the images they
+    score: "test" (the data's own test split, or one held out from pre-training) or
+    "validation" (labelled images pre-training sees without their labels)."""
+    if dataset.test is not None and dataset.test.labels is not None:
+        if config.test_fraction:
+            raise UserError(f"{setting('test_fraction')} {config.test_fraction}: {dataset.name} has a test split of "
+                            "its own, which pre-training never sees; drop the setting")
+        return dataset, "test"
+    labelled = dataset.eval_train
+    if labelled is None:
+        if config.test_fraction:
+            raise UserError(f"{setting('test_fraction')}: {dataset.name} has no labels to hold a test split out of")
+        return dataset, "test"
+    share = config.test_fraction or VALIDATION_FRACTION
+    held = stratified_split(labelled.labels, share, role_seed(config.seed, "held-out" if config.test_fraction
+                                                                  else "monitor"))[1]
+    return dataset.split_off(held, exclude=bool(config.test_fraction)), "test" if config.test_fraction else "validation"
 
 
 @torch.no_grad()
@@ -52,10 +81,12 @@ def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainC
     results = {"knn_top1": knn_accuracy(train, labelled.labels, test, dataset.test.labels, dataset.num_classes,
                                         k, config.knn_temperature), "knn_k": k}
     if probe:
-        print("byol: final evaluation: linear probe, choosing its L2 on a validation split ...", file=sys.stderr)
+        print("byol: final evaluation: linear probe, choosing its L2 on the training labels ...", file=sys.stderr)
         result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
-        results.update(linear_top1=result.accuracy, linear_weight_decay=result.weight_decay,
-                       linear_val_top1=result.val_score)
+        metrics = classification_metrics(result.test_scores, dataset.test.labels, dataset.num_classes)
+        results.update(linear_top1=result.accuracy, linear_balanced_accuracy=metrics["balanced_accuracy"],
+                       linear_qwk=metrics["qwk"], linear_weight_decay=result.weight_decay,
+                       linear_val_top1=result.val_score, linear_selection=result.selection)
     return results
 
 

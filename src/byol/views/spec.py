@@ -32,13 +32,18 @@ class ViewSpec:
 
 
 # Named augmentation sets.  full: the paper's table.  crop-colour, crop: the paper's ablation
-# (figure 3b).  fundus: retinal photographs, where colour carries the grade (red haemorrhages,
-# yellow exudates) and there is no canonical orientation: any rotation and both flips, crops
-# that keep small lesions, milder jitter, no grayscale, no solarize.  microscopy: no canonical
-# orientation, stains and bands whose hue means something: rotations, both flips, brightness
-# and contrast only.
-AUGMENTATION_SETS = ("full", "crop-colour", "crop", "fundus", "microscopy")
+# (figure 3b).  geometric: crops, both flips and any rotation, nothing else.  fundus: retinal
+# photographs, where colour carries the grade (red haemorrhages, yellow exudates) and there is
+# no canonical orientation: any rotation and both flips, milder jitter, no grayscale, no
+# solarize.  microscopy: no canonical orientation, stains and bands whose hue means something:
+# rotations, both flips, brightness and contrast only.
+AUGMENTATION_SETS = ("full", "crop-colour", "crop", "geometric", "fundus", "microscopy")
 DOMAIN_CHANGES = {
+    # scans graded by the extent and darkness of structures (OCTA drop-out, lesions): where the
+    # brightness, contrast and blur of the paper's table teach invariance to the very thing
+    # graded, only the geometry changes — crops, both flips, any rotation
+    "geometric": dict(vflip_prob=0.5, rotation=180.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                      solarize_prob=0.0),
     "fundus": dict(vflip_prob=0.5, rotation=180.0, brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02,
                    grayscale_prob=0.0, solarize_prob=0.0),
     "microscopy": dict(vflip_prob=0.5, rotation=180.0, brightness=0.3, contrast=0.3, saturation=0.0, hue=0.0,

@@ -1,0 +1,137 @@
+"""Choosing the views on the user's own labels, honestly.
+
+The paper's augmentation table teaches invariance to colour, brightness and contrast, which is
+right for photographs and wrong where those carry the label (an OCTA scan is graded by how
+much of it is dark).  When the data has labels and the run leaves both ``augmentations`` and
+``crop_min_scale`` open, each candidate of ``candidates`` pre-trains a short proxy run —
+``PROXY_SHARE`` of the run's epochs, on every image the run will see — and is scored by a linear
+probe on a validation split of the training labels (the monitor's, or one of its own), which
+pre-training sees without labels; a test split is held out before anything is chosen and the
+proxies never see it.  The best candidate (linear
+balanced accuracy; the k-NN's on a tie) trains the run.  The table is printed and saved as
+choice.csv in the run directory, the proxies under choice/ (a resumed run reuses finished ones).
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base.rundir import RunDir, atomic_write
+from ..data import DataSplits
+from ..evaluation.frozen import MIN_VALIDATION
+from ..evaluation.splits import role_seed, stratified_split
+from ..settings.pretrain import PretrainConfig
+from ..settings.recipes import DataFacts
+from .monitor import VALIDATION_FRACTION
+
+PROXY_SHARE = 0.25          # of the run's epochs, per candidate
+CHOOSE_MAX_IMAGES = 20_000  # above this many images the recipe's views train without a choice
+CHOOSE_MIN_LABELS = 4 * MIN_VALIDATION  # a validation split of MIN_VALIDATION, and three times that to fit on
+
+
+@dataclass(frozen=True)
+class Candidate:
+    augmentations: str
+    crop_min_scale: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.augmentations}-crop-{self.crop_min_scale:g}"
+
+
+def candidates(facts: DataFacts, recipe_crop: float) -> list[Candidate]:
+    """What is tried, by kind of data: the paper's table (at the recipe's crop scale) against
+    geometry alone at a wide and a mild crop; colour photographs also try the fundus set;
+    N-band and 16-bit images the microscopy set instead of the paper's."""
+    first = Candidate("full", recipe_crop) if facts.channels in (1, 3) and facts.bits == 8 else \
+        Candidate("microscopy", recipe_crop)
+    found = [first, Candidate("geometric", 0.3), Candidate("geometric", 0.6)]
+    if facts.channels == 3 and facts.bits == 8:
+        found.append(Candidate("fundus", 0.3))
+    return found
+
+
+def should_choose(config: PretrainConfig, dataset: DataSplits) -> bool:
+    """Labels to choose on (``dataset`` as read, before any split is held out), views left open,
+    and a set small enough for proxies to be cheap — or the user asked for it."""
+    if config.choose_augmentations is False or config.augmentations or config.crop_min_scale:
+        return False
+    labelled = dataset.eval_train
+    if labelled is None or labelled.labels is None:
+        return False
+    return bool(config.choose_augmentations) or (
+        len(dataset.train) <= CHOOSE_MAX_IMAGES and len(labelled) >= CHOOSE_MIN_LABELS)
+
+
+def validation_splits(dataset: DataSplits, scored_on: str, seed: int) -> DataSplits:
+    """The splits the proxies are scored on: the monitor's validation split when the run has one;
+    else a stratified ``VALIDATION_FRACTION`` of the labelled training images — never the test
+    split, which the proxies do not see at all."""
+    if scored_on == "validation":
+        return dataset
+    labels = dataset.eval_train.labels
+    share = min(0.5, max(VALIDATION_FRACTION, MIN_VALIDATION / len(labels)))
+    held = stratified_split(labels, share, role_seed(seed, "choice"))[1]
+    return dataset.split_off(held, exclude=False)
+
+
+def proxy_settings(config: PretrainConfig, given: dict, candidate: Candidate, out: Path) -> dict:
+    """A candidate's proxy run: the user's own settings, ``PROXY_SHARE`` of the run's epochs, the
+    candidate's views; the rest derived for the proxy's length; evaluated once, at its end."""
+    epochs = max(1, round(PROXY_SHARE * config.epochs))
+    keep = {name: value for name, value in given.items() if name in PretrainConfig.names()}
+    for name in ("data", "unlabeled", "resume", "stop_after", "epochs", "warmup_epochs", "base_target_momentum",
+                 "out", "overwrite", "knn_every", "test_fraction", "choose_augmentations", "time_budget"):
+        keep.pop(name, None)
+    return {**keep, "arch": config.arch, "image_size": config.image_size, "batch_size": config.batch_size,
+            "epochs": epochs, "augmentations": candidate.augmentations, "crop_min_scale": candidate.crop_min_scale,
+            "knn_every": 0, "linear_probe": True, "choose_augmentations": False, "out": str(out), "overwrite": True}
+
+
+def choose(config: PretrainConfig, given: dict, dataset: DataSplits, facts: DataFacts, run: RunDir,
+           pretrain) -> tuple[Candidate, list[dict]]:
+    """The candidate whose proxy scores best on the validation split, and every candidate's row.
+    ``pretrain``: ``byol.pretrain`` itself (passed in: this module is part of it)."""
+    rows = []
+    folder = run.path / "choice"
+    print(f"byol: choosing the views on a validation split of {len(dataset.test)} labelled images: "
+          f"{len(candidates(facts, config.crop_min_scale))} proxy runs of {PROXY_SHARE:.0%} of the epochs each "
+          f"(set --augmentations and --crop-min-scale to skip this)", file=sys.stderr)
+    for candidate in candidates(facts, config.crop_min_scale):
+        out = folder / candidate.name
+        done = RunDir(out).read_results()
+        results = done if done and "linear_top1" in done else \
+            pretrain(dataset, **proxy_settings(config, given, candidate, out)).results
+        rows.append({"candidate": candidate.name, "augmentations": candidate.augmentations,
+                     "crop_min_scale": candidate.crop_min_scale, "epochs": max(1, round(PROXY_SHARE * config.epochs)),
+                     "linear_balanced_accuracy": results["linear_balanced_accuracy"],
+                     "linear_qwk": results["linear_qwk"], "linear_top1": results["linear_top1"],
+                     "knn_top1": results["knn_top1"], "seconds": results["seconds"]})
+    best = max(rows, key=lambda row: (row["linear_balanced_accuracy"], row["knn_top1"]))
+    for row in rows:
+        row["chosen"] = row is best
+    _save(run, rows)
+    print(choice_table(rows))
+    return Candidate(best["augmentations"], best["crop_min_scale"]), rows
+
+
+def choice_table(rows: list[dict]) -> str:
+    lines = ["| views (crops from) | proxy epochs | linear balanced acc. | linear QWK | linear top-1 | k-NN top-1 | "
+             "seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        mark = " **(chosen)**" if row["chosen"] else ""
+        lines.append(f"| {row['augmentations']} ({row['crop_min_scale']:g}){mark} | {row['epochs']} | "
+                     f"{100 * row['linear_balanced_accuracy']:.2f} | {row['linear_qwk']:.3f} | "
+                     f"{100 * row['linear_top1']:.2f} | {100 * row['knn_top1']:.2f} | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _save(run: RunDir, rows: list[dict]) -> None:
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(run.path / "choice.csv", write)
