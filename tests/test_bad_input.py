@@ -33,6 +33,9 @@ def place(tmp_path_factory) -> Path:
     write_csv(root / "graded" / "missing.csv", rows[:2] + [("images/nope.png", 1)])
     write_csv(root / "graded" / "strange.csv", rows, header=("picture", "score"))
     write_csv(root / "graded" / "unknown-grade.csv", [("images/000.png", 0), ("images/001.png", 9)])
+    for grade in ("none", "mild", "severe"):
+        for i in range(4):
+            save(root / "named" / grade / f"{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
     save(root / "unlabeled" / "x.png", np.zeros((12, 12, 3), np.uint8))
     save(root / "unlabeled" / "y.png", np.zeros((12, 12, 3), np.uint8))
     np.savez(root / "no-train.npz", test_images=np.zeros((2, 8, 8), np.uint8))
@@ -104,6 +107,10 @@ CASES = {
                                      ["--compile-mode", "add --compile"]),
     "BYOL ablation on SimCLR": (["pretrain", "--method", "simclr", "--target-momentum", "0.5"], ["--target-momentum"]),
     "checkpoint interval gibberish": (["pretrain", "--checkpoint-every", "soon"], ["--checkpoint-every", "30m"]),
+    "time budget gibberish": (["pretrain", "--time-budget", "soon"], ["--time-budget", "15m"]),
+    "time budget and epochs": (["pretrain", "--time-budget", "5m", "--epochs", "3"], ["--time-budget", "not both"]),
+    "a held-out split of data that has a test split": (["pretrain", "--data", "{p}/idx", "--test-fraction", "0.2",
+                                                        *TINY], ["--test-fraction", "test split of its own"]),
     "DICOM window of one number": (["pretrain", "--window", "40"], ["--window", "CENTRE,WIDTH"]),
     "unknown flag": (["pretrain", "--no-such-flag"], ["unrecognized arguments", "--no-such-flag"]),
     "unknown architecture": (["pretrain", "--data", "{p}/idx", "--arch", "resnet999", *TINY[:-4], "--device", "cpu"],
@@ -138,6 +145,12 @@ CASES = {
     "test labels never trained on": (["eval", "knn", "--init", "random", "--data", "{p}/graded/grades.csv",
                                       "--test-data", "{p}/graded/unknown-grade.csv"], ["labels [9] never occur"]),
     "fine-tuning for 0 epochs": (["finetune", "--init", "random", "--epochs", "0"], ["--epochs must be at least 1"]),
+    "kappa on grade names without their order": (["compare", "--init", "random", "--data", "{p}/named", "--ordinal"],
+                                                  ["--ordinal", "mild, none, severe", "--grades"]),
+    "grades that are not the classes": (["compare", "--init", "random", "--data", "{p}/named", "--ordinal",
+                                         "--grades", "none,mild,bad"], ["--grades", "must name every class once"]),
+    "balance with k-NN alone": (["compare", "--init", "random", "--protocols", "knn", "--balance", "loss"],
+                                ["--balance", "k-NN"]),
     "unknown balancing": (["finetune", "--init", "random", "--balance", "weird"], ["--balance must be one of"]),
     "compare with one missing encoder": (["compare", "--init", "random", "--init", "{p}/nothing.safetensors",
                                           "--data", "{p}/idx", "--out", "{p}/cmp"], ["no weights file"]),

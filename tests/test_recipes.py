@@ -87,3 +87,31 @@ def test_derived_settings_are_printed_once_and_saved(tiny_idx, tmp_path, capsys)
     assert printed.count("settings derived from the data") == 1 and "base_target_momentum = " in printed
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["arch"] == "narrow_resnet" and saved["crop_min_scale"] is not None and saved["knn_every"] is not None
+
+
+def test_each_optimizer_gets_a_rate_of_its_own_scale():
+    """LARS's CPU rate 4.0 once went to SGD too, where it diverges."""
+    assert resolved("fashion-mnist").base_lr == 4.0
+    assert resolved("fashion-mnist", optimizer="sgd").base_lr == 0.05
+    assert resolved("fashion-mnist", optimizer="adamw").base_lr == 1.5e-4
+
+
+def test_continuing_from_weights_is_gentler_than_starting_from_scratch():
+    scratch = resolved("a 600-image 64 px CSV set")
+    continued = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors")
+    assert continued.base_lr < scratch.base_lr and continued.warmup_epochs < scratch.warmup_epochs
+    assert continued.base_target_momentum > scratch.base_target_momentum
+    given = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors", base_lr=2.0)
+    assert given.base_lr == 2.0  # a rate given is never changed
+
+
+def test_a_time_budget_spends_its_time_on_a_larger_view_only_when_epochs_allow():
+    from byol.settings.recipes import BUDGET_MIN_EPOCHS, budget_size, budget_sizes
+
+    octa = DataFacts(1_000, 512, 1, 8, True, "cpu")
+    assert budget_sizes(octa) == [64, 96, 128, 224]
+    assert budget_sizes(DataFacts(1_000, 100, 1, 8, True, "cpu")) == [64, 96]
+    assert budget_sizes(KINDS["fashion-mnist"]) == [28]  # arrays: their own size
+    plenty = {64: 4 * BUDGET_MIN_EPOCHS, 96: 2 * BUDGET_MIN_EPOCHS, 128: BUDGET_MIN_EPOCHS, 224: BUDGET_MIN_EPOCHS // 3}
+    assert budget_size(plenty, octa)[0] == 128
+    assert budget_size({64: BUDGET_MIN_EPOCHS - 1, 96: 5}, octa)[0] == 64

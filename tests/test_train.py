@@ -243,3 +243,36 @@ def test_the_chooser_never_sees_the_test_labels(tmp_path):
         assert (result.config.augmentations, result.config.crop_min_scale) in {
             (row["augmentations"], float(row["crop_min_scale"])) for row in tables[-1] if row["chosen"] == "True"}
     assert len(tables[0]) == 3 and tables[0] == tables[1]
+
+
+@pytest.mark.slow
+def test_a_time_budget_holds_within_a_fifth(tiny_idx, tmp_path):
+    """The budget sets the epochs from step times measured at the start; the whole of byol
+    pretrain (set-up, training, the monitor and the final evaluation) ends within 20 % of it."""
+    import time
+
+    budget = 0.5  # minutes
+    started = time.perf_counter()
+    result = pretrain(**{**tiny_settings(tiny_idx, tmp_path / "run", time_budget=budget), "epochs": None,
+                         "knn_every": None, "warmup_epochs": None})
+    seconds = time.perf_counter() - started
+    assert result.config.epochs > 2  # the budget, not the tiny settings' 2 epochs, set the length
+    assert 0.8 * 60 * budget <= seconds <= 1.2 * 60 * budget, seconds
+
+
+def test_a_run_slower_than_measured_ends_by_the_budgets_deadline(tiny_idx, tmp_path, monkeypatch):
+    """Steps measured 100× too fast (a machine that gets busy after the start): the plan asks for
+    far too many epochs, and the deadline ends training in time for the final evaluation, with
+    the epochs it did saved as the run's length."""
+    import time
+
+    from byol.training import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "step_and_feature_seconds", lambda *args: (1e-3, 1e-6, 0.0))
+    started = time.perf_counter()
+    result = pretrain(**{**tiny_settings(tiny_idx, tmp_path / "run", time_budget="0.5m"), "epochs": None,
+                         "knn_every": None, "warmup_epochs": None})
+    seconds = time.perf_counter() - started
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert 1 <= result.config.epochs == saved["epochs"] == len(result.metrics) < 100
+    assert result.results["linear_top1"] > 0 and seconds <= 1.2 * 30, seconds

@@ -59,9 +59,12 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                                            "target the online network, 1 a frozen random network (ablations)")
     head_norm: str = option("batchnorm", "normalisation in the projector/predictor hidden layer: batchnorm (the "
                             "paper), layernorm or none (ablations)", choices=HEAD_NORMS)
-    augmentations: str | None = option(None, "full (the paper's table), fundus or microscopy (rotations, both flips, "
-                                       "milder colour), crop-colour or crop (the paper's ablation); default: full, "
-                                       "microscopy for N-band or 16-bit images", choices=AUGMENTATION_SETS)
+    augmentations: str | None = option(None, "full (the paper's table); geometric (crops, both flips, any rotation: "
+                                       "scans graded by the darkness or extent of what they show); fundus or "
+                                       "microscopy (rotations, both flips, milder colour); crop-colour or crop (the "
+                                       "paper's ablation); default: chosen on the labels' validation split for "
+                                       "labelled sets of 400 to 20,000 images, else full (microscopy for N-band or "
+                                       "16-bit images); look with byol views", choices=AUGMENTATION_SETS)
     # model
     recipe: str = option("auto", "named settings to start from: fashion-mnist-cpu, cifar, imagenet, imagenet-300 "
                          "(byol/recipes/*.yaml); auto derives every open setting from the data and the device; "
@@ -104,9 +107,10 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                                    "labels when there is none) every N epochs (0 = only at the end); default: four "
                                    "times in a run, only at the end above 200,000 images")
     choose_augmentations: bool | None = option(None, "choose the views (augmentation set and crop scale) by short "
-                                               "proxy runs scored on a validation split of the labels; default: "
-                                               "for labelled sets of up to 20,000 images whose --augmentations and "
-                                               "--crop-min-scale are not given (the table is saved as choice.csv)")
+                                               "proxy runs scored on a validation split of the labels; default: for "
+                                               "sets of up to 20,000 images with 400 labels or more whose "
+                                               "--augmentations and --crop-min-scale are not given (the table is "
+                                               "saved as choice.csv)")
     time_budget: str | None = option(None, "wall-clock minutes for pre-training, views chosen included (e.g. 15m): "
                                      "the view size and the epochs are set from step times measured at the start "
                                      "[default: none; the recipe's epochs]")
@@ -157,8 +161,6 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                     f"needs finite values{' > 0' if name == 'std' else ''}, got {values}")
         require(self.time_budget is None or self.budget_seconds is not None, "time_budget",
                 f"{self.time_budget}: give minutes, e.g. 15m or 90m")
-        require(self.time_budget is None or self.epochs is None, "time_budget",
-                f"sets the epochs from the time; give {setting('time_budget')} or {setting('epochs')}, not both")
 
     @property
     def budget_seconds(self) -> float | None:
@@ -185,7 +187,11 @@ def requested(config_file: str | Path | None, given: dict) -> tuple[PretrainConf
     """The run as the user asked for it — the named recipe beneath the ``--config`` file beneath
     ``given`` — with the settings still open (None) for the data to decide; and the names the
     user set."""
-    return PretrainConfig.resolve(config_file, given, beneath=lambda user: recipe_values(user.get("recipe", "auto")))
+    config, names = PretrainConfig.resolve(config_file, given,
+                                           beneath=lambda user: recipe_values(user.get("recipe", "auto")))
+    require(not {"time_budget", "epochs"} <= names, "time_budget",
+            f"sets the epochs from the time; give {setting('time_budget')} or {setting('epochs')}, not both")
+    return config, names
 
 
 def resumed(saved: dict, asked: PretrainConfig, given: set[str]) -> PretrainConfig:

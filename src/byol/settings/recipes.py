@@ -3,7 +3,7 @@
 Every setting left open by the named recipe, the ``--config`` file and the flags is resolved
 here from what is known before training — how many images, their size, channels and bit depth,
 the architecture and the device — printed once as ``setting = value (why)`` and saved in
-config.yaml.  The named recipes are YAML files in ``byol/recipes/`` (``--recipe NAME``): the
+config.yaml.  The named recipes are YAML files in ``named/`` (``--recipe NAME``): the
 Fashion-MNIST CPU preset, CIFAR, and the paper's ImageNet recipes of 1000 and 300 epochs.
 """
 from __future__ import annotations
@@ -11,10 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..data import DataSplits
 from ..models.backbones import family
 from .pretrain import PretrainConfig
-from ..data import DataSplits
 
+# Continuing from weights (--init-from): chosen on validation splits of the development sets
+# (BENCHMARKS.md, "Starting from weights").
+CONTINUED = {"lr_share": 0.1, "why_lr": "continuing from weights: a gentler rate keeps what they know",
+             "warmup_share": 1 / 50, "why_warmup": "continuing from weights: a short warm-up",
+             "tau": 0.99, "why_tau": "continuing from weights: a slow target, near 1"}
 # Short runs: the Fashion-MNIST CPU preset, chosen on a validation split (BENCHMARKS.md).
 PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU, PRESET_SIZE = 60_000, 8, 1872, 0.95, 28
 # On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
@@ -56,55 +61,119 @@ def default_arch(facts: DataFacts, image_size: int | None = None) -> tuple[str, 
     return "resnet18", "a GPU: ResNet-18 with the small stem for small images, as CIFAR recipes"
 
 
+# A time budget (--time-budget) on image files: the view sizes it may spend its time on, and
+# the fewest epochs worth a larger view — the resolution-against-epochs measurement at equal
+# wall-clock on the development sets (BENCHMARKS.md, "Resolution or epochs").
+BUDGET_SIZES = (64, 96, 128, 224)
+BUDGET_MIN_EPOCHS = 40
+
+
+def budget_sizes(facts: DataFacts) -> list[int]:
+    """The view sizes a time budget chooses among: image files up to their own size (at least the
+    smallest); arrays at their own size."""
+    if not facts.files:
+        return [facts.size]
+    return [s for s in BUDGET_SIZES if s <= facts.size] or [min(facts.size, BUDGET_SIZES[0])]
+
+
+def budget_size(epochs_at: dict[int, int], facts: DataFacts) -> tuple[int, str]:
+    """(view size, why): the largest size the budget affords ``BUDGET_MIN_EPOCHS`` at, else the
+    smallest (``epochs_at``: the epochs each size fits)."""
+    affordable = [size for size, epochs in epochs_at.items() if epochs >= BUDGET_MIN_EPOCHS]
+    if affordable:
+        return max(affordable), f"the largest view with at least {BUDGET_MIN_EPOCHS} epochs in the budget"
+    return min(epochs_at), f"no view affords {BUDGET_MIN_EPOCHS} epochs: the smallest, for the most epochs"
+
+
 def _power_of_two_at_least(value: float) -> int:
     return 2 ** max(0, math.ceil(math.log2(max(1.0, value))))
 
 
+class Rules:
+    """The settings ``config`` leaves open, filled in the order the rules depend on each other;
+    each (setting, value, why) is kept to print.  A setting already given is never changed."""
+
+    def __init__(self, config: PretrainConfig):
+        self.values, self.found = config.to_dict(), []
+
+    def __call__(self, name: str, value, why: str) -> None:
+        if self.values.get(name) is None:
+            self.values[name] = value
+            self.found.append((name, value, why))
+
+    def __getitem__(self, name: str):
+        return self.values[name]
+
+
 def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, str]]:
-    """(setting, value, why) for every setting ``config`` leaves open (None), in the order the
-    rules depend on each other."""
-    found: list[tuple[str, object, str]] = []
-    values = dict(config.to_dict())
+    """(setting, value, why) for every setting ``config`` leaves open (None)."""
+    rule = Rules(config)
+    _shape(rule, facts)
+    _length(rule, facts)
+    _optimisation(rule, facts, continued=config.init_from is not None)
+    _views(rule, facts)
+    rule("knn_every", 0 if facts.images > 200_000 else max(1, rule["epochs"] // 4),
+         "only at the end on large sets" if facts.images > 200_000 else "four times in the run")
+    return rule.found
 
-    def rule(name: str, value, why: str) -> None:
-        if values.get(name) is None:
-            values[name] = value
-            found.append((name, value, why))
 
+def _shape(rule: Rules, facts: DataFacts) -> None:
+    """The encoder, the views' size and the batch."""
     cpu = facts.device == "cpu"
-    rule("arch", *default_arch(facts, values["image_size"]))
+    rule("arch", *default_arch(facts, rule["image_size"]))
     rule("image_size", default_image_size(facts), f"the images' shorter side ({facts.size} px), at most "
          f"{64 if cpu else 224} px on a {'CPU' if cpu else 'GPU'}" if facts.files else "the arrays' own size")
-    size = values["image_size"]
     if cpu:
         rule("batch_size", min(256, _power_of_two_at_least(facts.images / 10)),
              "256, or for small sets the power of two nearest above a tenth of the images (about 10 steps an epoch)")
     else:
-        rule("batch_size", min(512 if size <= 64 else 256, _power_of_two_at_least(facts.images / 10)),
+        rule("batch_size", min(512 if rule["image_size"] <= 64 else 256, _power_of_two_at_least(facts.images / 10)),
              "512 at up to 64 px, 256 above (fits a 40 GB GPU with ResNet-50), at most a tenth of the images")
-    vit = family(values["arch"]) == "vit"
+    rule("hidden_dim", 1024 if cpu else 4096, "1024 on a CPU (30 % faster steps), the paper's 4096 on a GPU")
+
+
+def _length(rule: Rules, facts: DataFacts) -> None:
+    cpu = facts.device == "cpu"
+    rule("epochs", _epochs(facts, rule["image_size"]), f"about {PRESET_EPOCHS} × √({PRESET_IMAGES:,} / "
+         f"{facts.images:,} images) on a CPU, at most {CPU_MAX_EPOCHS} and no more pixels than the preset's "
+         f"{PRESET_EPOCHS} epochs of {PRESET_IMAGES:,} {PRESET_SIZE}-px images" if cpu
+         else f"about 100 × √(50,000 / {facts.images:,} images) on a GPU")
+
+
+def _optimisation(rule: Rules, facts: DataFacts, continued: bool) -> None:
+    """The optimizer, its rate and decay, warm-up and τ — from scratch, or continuing from weights
+    (``CONTINUED``: a gentler rate, a short warm-up, a slower target)."""
+    vit = family(rule["arch"]) == "vit"
     rule("optimizer", "adamw" if vit else "lars", "AdamW for a ViT (LARS does not train them well)" if vit
          else "LARS, as the paper")
-    rule("epochs", _epochs(facts, size), f"about {PRESET_EPOCHS} × √({PRESET_IMAGES:,} / {facts.images:,} images) "
-         f"on a CPU, at most {CPU_MAX_EPOCHS} and no more pixels than the preset's {PRESET_EPOCHS} epochs of "
-         f"{PRESET_IMAGES:,} {PRESET_SIZE}-px images" if cpu else f"about 100 × √(50,000 / {facts.images:,} images) on a GPU")
-    steps = values["epochs"] * max(1, facts.images // values["batch_size"])
-    if values["optimizer"] == "adamw":
-        rule("base_lr", 1.5e-4, "AdamW per 256 images, as MoCo v3 and DINO train ViTs")
+    steps = rule["epochs"] * max(1, facts.images // rule["batch_size"])
+    optimizer, large = rule["optimizer"], rule["image_size"] > 64
+    if optimizer == "adamw":
+        base, why = 1.5e-4, "AdamW per 256 images, as MoCo v3 and DINO train ViTs"
         rule("weight_decay", 0.05, "AdamW's decoupled weight decay for ViTs")
-    elif cpu and steps <= 10 * PRESET_STEPS:
-        rule("base_lr", 4.0, "short CPU runs learn faster with 4.0 (the CPU preset, chosen on a validation split)")
+    elif optimizer == "sgd":
+        base, why = 0.05, "SGD with momentum per 256 images, as SimSiam (LARS's rates would diverge)"
+    elif facts.device == "cpu" and steps <= 10 * PRESET_STEPS:
+        base, why = 4.0, "short CPU runs learn faster with 4.0 (the CPU preset, chosen on a validation split)"
     else:
-        large = size > 64
-        rule("base_lr", 0.2 if large else 1.0, "the paper's 0.2 for large images and ResNet-50" if large
-             else "CIFAR recipes' 1.0 for small images")
-    if values["optimizer"] != "adamw":
+        base, why = (0.2, "the paper's 0.2 for large images and ResNet-50") if large else \
+            (1.0, "CIFAR recipes' 1.0 for small images")
+    if continued:
+        base, why = base * CONTINUED["lr_share"], f"{CONTINUED['lr_share']:g} × {base:g}: {CONTINUED['why_lr']}"
+    rule("base_lr", base, why)
+    if optimizer != "adamw":
         rule("weight_decay", 1e-5, "CIFAR recipes (the paper: 1.5e-6 at 1000 ImageNet epochs)")
-    rule("warmup_epochs", round(values["epochs"] / 16, 3), "a sixteenth of the run (the preset's 0.5 of 8 epochs)")
+    if continued:
+        rule("warmup_epochs", round(rule["epochs"] * CONTINUED["warmup_share"], 3), CONTINUED["why_warmup"])
+        rule("base_target_momentum", CONTINUED["tau"], CONTINUED["why_tau"])
+    rule("warmup_epochs", round(rule["epochs"] / 16, 3), "a sixteenth of the run (the preset's 0.5 of 8 epochs)")
     tau = min(0.996, max(0.9, 1 - (1 - PRESET_TAU) * math.sqrt(PRESET_STEPS / max(steps, 1))))
     rule("base_target_momentum", round(tau, 4), f"the target's memory grows as √(steps): {steps} steps "
          f"(0.95 at the preset's {PRESET_STEPS}, 0.996 at the paper's 300k; range 0.9–0.996)")
-    rule("hidden_dim", 1024 if cpu else 4096, "1024 on a CPU (30 % faster steps), the paper's 4096 on a GPU")
+
+
+def _views(rule: Rules, facts: DataFacts) -> None:
+    size, cpu = rule["image_size"], facts.device == "cpu"
     rule("blur", size >= 64, "the paper's blur from 64 px views, its σ scaled to the view" if size >= 64
          else "no blur below 64 px, as CIFAR recipes")
     rule("crop_min_scale", 0.08 if size >= 64 or not cpu else 0.4,
@@ -112,9 +181,6 @@ def derive(config: PretrainConfig, facts: DataFacts) -> list[tuple[str, object, 
     plain = facts.channels in (1, 3) and facts.bits == 8
     rule("augmentations", "full" if plain else "microscopy", "the paper's table" if plain else
          f"{facts.channels} channels, {facts.bits}-bit: no colour ops beyond brightness and contrast; rotations")
-    rule("knn_every", 0 if facts.images > 200_000 else max(1, values["epochs"] // 4),
-         "only at the end on large sets" if facts.images > 200_000 else "four times in the run")
-    return found
 
 
 def _epochs(facts: DataFacts, size: int) -> int:

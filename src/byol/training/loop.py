@@ -25,7 +25,8 @@ from ..views.spec import byol_views
 from .checkpointing import Checkpointer, LoopState, stop_requests
 from .distributed import Process, init_process, sync_batchnorm
 from .meter import Diverged, StepMeter
-from .choose import choose, should_choose, validation_splits
+from .budget import fit_budget
+from .choose import candidates, choose, should_choose, validation_splits
 from .monitor import frozen_evaluation, measured_on, projection_spread, warn_if_collapsed
 from .step import Plan, TrainStep, build_model, build_optimizer, two_views
 
@@ -60,6 +61,7 @@ class Loop:
     device: torch.device
     started: float                   # perf_counter at the start of this invocation
     scored_on: str = "test"          # what the monitor's labelled images are: "test" or "validation"
+    deadline: float | None = None    # time_budget: perf_counter by which training must end
 
     @property
     def config(self) -> PretrainConfig:
@@ -137,6 +139,9 @@ def _set_up(config: PretrainConfig, given: dict, run: RunDir, splits: DataSplits
     dataset, scored_on = measured_on(dataset, config)
     dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
     facts = data_facts(dataset, device.type)
+    deadline = None
+    if config.time_budget and config.epochs is None:
+        config, deadline = _spend_budget(config, facts, dataset, device, choosing, started, process)
     resolved, derived = resolve(config, facts)
     if derived and process.is_main:
         print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
@@ -160,7 +165,19 @@ def _set_up(config: PretrainConfig, given: dict, run: RunDir, splits: DataSplits
         plan = dataclasses.replace(plan, config=resolved)
     if process.is_main and not run.has_checkpoint():
         run.save_config(resolved.to_dict())  # every setting of the run, as it trains
-    return _build_loop(resolved, plan, model, run, dataset, scored_on, process, device, started)
+    loop, state = _build_loop(resolved, plan, model, run, dataset, scored_on, process, device, started)
+    return dataclasses.replace(loop, deadline=deadline), state
+
+
+def _spend_budget(config: PretrainConfig, facts, dataset: DataSplits, device: torch.device, choosing: bool,
+                  started: float, process: Process) -> tuple[PretrainConfig, float]:
+    """The epochs (and view size) that fit the time budget, and the deadline training must keep."""
+    labelled = len(dataset.eval_train or ()) + len(dataset.test or ())
+    proxies = len(candidates(facts, config.crop_min_scale or 0.3)) if choosing else 0
+    config, lines, final = fit_budget(config, facts, labelled, device, proxies, started)
+    if process.is_main:
+        print(f"byol: spending the time budget of {config.time_budget} (step times measured here):\n" + "\n".join(lines))
+    return config, started + config.budget_seconds - final
 
 
 def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run: RunDir, dataset: DataSplits,
@@ -198,8 +215,8 @@ def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run:
 
 
 def _train_and_finish(loop: Loop, state: LoopState, commit: str | None) -> PretrainResult:
-    config, run, log = loop.config, loop.run, loop.log
     train_epochs(loop, state)
+    config, run, log = loop.config, loop.run, loop.log  # the epochs shortened when the time budget ran out
     if state.epoch < config.epochs:
         if log:
             log.close()
@@ -225,6 +242,7 @@ def train_epochs(loop: Loop, state: LoopState) -> None:
     with stop_requests() as requested:
         saver = Checkpointer(loop.run, loop.model, loop.optimizer, config, state, requested, loop.process, loop.device,
                              steps)
+        epoch_started = time.perf_counter()
         for epoch in range(state.epoch, end):
             meter = StepMeter(steps, config.batch_size, config.log_every, f"epoch {epoch + 1}/{config.epochs}",
                               loop.log, so_far=state.meter)
@@ -237,8 +255,26 @@ def train_epochs(loop: Loop, state: LoopState) -> None:
                                 f" or lengthen {setting('warmup_epochs')}; the last good checkpoint is kept") from None
             state.epoch, state.row, state.meter = epoch + 1, end_of_epoch(loop, epoch, meter), {}
             saver.save()
+            if epoch + 1 < config.epochs and out_of_time(loop, epoch + 1, time.perf_counter() - epoch_started):
+                return
+            epoch_started = time.perf_counter()
             if loop.log and epoch + 1 < config.epochs:  # the last row waits for the final k-NN accuracy
                 loop.log.epoch(state.row)
+
+
+def out_of_time(loop: Loop, done: int, epoch_seconds: float) -> bool:
+    """Whether another epoch would end past the time budget's deadline (steps slower than measured
+    at the start: a busy machine); if so the run ends here — its epochs become ``done``, saved
+    in config.yaml — and goes on to the final evaluation."""
+    if loop.deadline is None or time.perf_counter() + epoch_seconds <= loop.deadline:
+        return False
+    config = loop.config.replace(epochs=done)
+    if loop.process.is_main:
+        print(f"byol: the time budget runs out: ending after epoch {done} of {loop.config.epochs} (the steps ran "
+              "slower than measured at the start; the learning rate had not decayed to 0)")
+        loop.run.save_config(config.to_dict())
+    loop.plan = dataclasses.replace(loop.plan, config=config)
+    return True
 
 
 def train_one_epoch(loop: Loop, state: LoopState, meter: StepMeter, saver: Checkpointer) -> None:
