@@ -53,6 +53,25 @@ def test_early_stopping_waits_patience_epochs_without_improvement(tiny_idx):
     assert torch.equal(result.model[0].conv1.weight, before["conv1.weight"])
 
 
+def test_clipping_bounds_every_step_by_the_gradients_norm(tiny_idx):
+    """With momentum 0.9 and Nesterov, a step moves the weights by at most lr × 10 × the clipped
+    norm: clipped at 1e-6, the whole network barely moves; unclipped, it does."""
+    train, _, dataset = _split_tiny(tiny_idx)
+    mean, std = dataset.channel_stats()
+    moved = {}
+    for clip in (0.0, 1e-6):
+        torch.manual_seed(0)
+        encoder = create_encoder("narrow_resnet", 1, None, 16)
+        before = torch.cat([p.detach().flatten().clone() for p in encoder.parameters()])
+        settings = FinetuneSettings(epochs=1, min_steps=0, batch_size=60, lr=1.0, head="new", clip_grad=clip)
+        result = finetune(encoder, train, None, 4, mean, std, 16, torch.device("cpu"), settings, progress=False)
+        after = torch.cat([p.detach().flatten() for p in result.model[0].parameters()])
+        moved[clip] = (after - before).norm().item()
+    steps, peak = 4, 1.0 * 60 / 256  # 240 images in batches of 60; the rate never exceeds the peak
+    assert moved[1e-6] <= steps * peak * 10 * 1e-6 * 1.001
+    assert moved[0.0] > 1000 * moved[1e-6]
+
+
 @pytest.mark.slow
 def test_finetune_command_end_to_end_and_repeatable_from_its_subset_file(tiny_idx, tmp_path):
     args = ["finetune", "--init", "random", "--data", str(tiny_idx), "--label-fraction", "0.25", "--epochs", "2",

@@ -49,9 +49,11 @@ class FinetuneSettings(Settings):
     weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
     crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
     balance: str = option("none", "class imbalance, in the linear probe and fine-tuning: loss = class-weighted "
-                          "cross-entropy, sampler = class-balanced draws in fine-tuning (the probe weights its loss) "
-                          "— or none; "
-                          "draws", choices=BALANCING)
+                          "cross-entropy; sampler = class-balanced draws in fine-tuning (the probe weights its "
+                          "loss); none", choices=BALANCING)
+    clip_grad: float = option(1.0, "clip the gradients' global norm at this each step (0: no clipping); 1 keeps "
+                              "fine-tuning from falling below its own probe or to one grade (chosen on validation "
+                              "splits of the development grading sets over no clipping, BENCHMARKS.md)")
 
     def check(self) -> None:
         super().check()
@@ -63,6 +65,7 @@ class FinetuneSettings(Settings):
         require(self.encoder_lr >= 0, "encoder_lr", f"must be >= 0, got {self.encoder_lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(0 < self.crop_min_scale <= 1, "crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
+        require(self.clip_grad >= 0, "clip_grad", f"must be >= 0, got {self.clip_grad}")
 
 
 def fine_tuning_view(crop_min_scale: float) -> ViewSpec:
@@ -153,10 +156,14 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
         group["scale"] = settings.encoder_lr
     optimizer = torch.optim.SGD(encoder_groups + head_groups, lr=peak_lr, momentum=0.9, nesterov=True)
     trainer = Trainer(model, optimizer, train, num_classes, mean, std, image_size, device, settings, seed)
-    history, best = [], (-math.inf, 0, None)
+    history, best, start = [], (-math.inf, 0, None), copy.deepcopy(model.state_dict())
     for epoch in tqdm(range(epochs + 1), desc="fine-tune", unit="epoch", disable=not progress, dynamic_ncols=True,
                       leave=False):
         loss = trainer.epoch(epoch - 1, total_steps, max(1, total_steps // 20), peak_lr) if epoch else math.nan
+        if epoch and not math.isfinite(loss):  # diverged: what it learned is lost, the probe it started from is not
+            model.load_state_dict(start)
+            return FinetuneResult(model, 0, best[0], epoch, history, f"{note}; diverged in epoch {epoch}: the probe "
+                                  "is kept")
         if val is None:
             continue
         metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
@@ -204,6 +211,8 @@ class Trainer:
                                        weight=self.loss_weights)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.settings.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
             self.optimizer.step()
             losses.append(loss.detach())
             self.step += 1
