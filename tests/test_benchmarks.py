@@ -3,6 +3,7 @@
 parser (a flag renamed or removed fails here, not in a reader's terminal)."""
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,36 @@ def test_every_documented_byol_command_parses(where, args):
         parser.parse_args(args)
     except SystemExit as exit_:
         assert exit_.code == 0, f"{where}: byol {' '.join(args)}"  # --help exits 0
+
+
+def test_the_gpu_suite_keeps_its_deadline_and_every_stage_result(tmp_path):
+    """Tiny stages under a 3-second deadline: one that finishes, one that fails, one cut at its
+    limit (its partial output kept, its figures read from it), one with no time left; after the
+    first stage, and after every one, summary.json is valid."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_suite import Stage, run_stages
+
+    python = sys.executable
+    seen = tmp_path / "seen.json"
+    stages = [
+        Stage("quick", [python, "-c", "print('| a | 1 |')"], 30, lambda text, out: {"printed": text.strip()}),
+        Stage("broken", [python, "-c", f"import shutil; shutil.copy({str(tmp_path / 'summary.json')!r}, "
+                                       f"{str(seen)!r}); raise SystemExit(3)"], 30),
+        Stage("slow", [python, "-u", "-c", "import time; print('half', flush=True); time.sleep(60)"], 30,
+              lambda text, out: {"partial": text.strip()}),
+        Stage("late", [python, "-c", "print('never')"], 30),
+    ]
+    started = time.monotonic()
+    summary = run_stages(stages, tmp_path, seconds=3.0, least=0.5)
+    assert time.monotonic() - started < 30  # the slow stage was stopped at the deadline, not its own end
+    statuses = [entry["status"] for entry in summary["stages"]]
+    assert statuses[0] == "ok" and statuses[1] == "failed (exit 3)"
+    assert statuses[2].startswith("stopped at its limit") and statuses[3] == "skipped: no time left"
+    assert summary["stages"][0]["figures"] == {"printed": "| a | 1 |"}
+    assert summary["stages"][2]["figures"] == {"partial": "half"}
+    assert [e["name"] for e in json.loads(seen.read_text())["stages"]] == ["quick"]  # valid after the first stage
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert "| slow | stopped at its limit" in (tmp_path / "summary.md").read_text()

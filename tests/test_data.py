@@ -267,6 +267,7 @@ def test_memory_rule_decodes_smaller_before_it_streams(tmp_path):
     assert load_dataset(root).prepared(16, budget=at_19 - 1).train.images is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_jpeg_decoding_matches_the_cpu_path(tmp_path):
     for i in range(6):

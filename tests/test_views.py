@@ -173,6 +173,7 @@ def test_blur_kernel_is_about_ten_percent_of_the_side():
     assert kernel_size(224, 0.1) == 23 and kernel_size(32, 0.1) == 3 and kernel_size(96, 0.1) == 11
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_augment_runs_on_the_batch_device_and_matches_cpu():
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
