@@ -27,3 +27,13 @@ def test_views_follow_a_runs_settings(tiny_idx, tmp_path):
                  "--out", str(tmp_path / "crop.png"), "--rows", "2", "--pairs", "1", "--scale", "1"]) == 0
     grid = np.asarray(Image.open(tmp_path / "crop.png")).astype(int)
     assert grid.shape == (2 * 16 + GAP, 3 * 16 + 2 * GAP, 3)
+
+
+
+def test_views_can_show_another_crop_scale(tiny_idx, tmp_path, capsys):
+    arguments = ["views", "--data", str(tiny_idx), "--out", str(tmp_path / "v.png"), "--rows", "1", "--pairs", "1"]
+    assert main(arguments + ["--crop-min-scale", "0.5", "--augmentations", "geometric"]) == 0
+    printed = capsys.readouterr().out
+    assert "geometric augmentations" in printed and "crops from 0.5 of the image" in printed
+    assert main(arguments + ["--crop-min-scale", "0"]) != 0
+    assert "crop-min-scale" in capsys.readouterr().err

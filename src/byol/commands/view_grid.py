@@ -38,6 +38,8 @@ class ViewsConfig(DataOptions):
     pairs: int = option(2, "(view 1, view 2) pairs per image")
     augmentations: str | None = option(None, "an augmentation set to look at instead", choices=AUGMENTATION_SETS)
     image_size: int | None = option(None, "the views' side; default: as pre-training would")
+    crop_min_scale: float | None = option(None, "the random crops' smallest share of the image, to look at "
+                                          "instead; default: as pre-training would")
     scale: int = option(2, "each cell is drawn this many times larger")
     seed: int = option(0, "seed of the drawn views")
 
@@ -46,6 +48,8 @@ class ViewsConfig(DataOptions):
         for name in ("rows", "pairs", "scale"):
             require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         require(self.out.lower().endswith(".png"), "out", f"{self.out}: give a .png path")
+        require(self.crop_min_scale is None or 0 < self.crop_min_scale <= 1, "crop_min_scale",
+                f"must be in (0, 1], got {self.crop_min_scale}")
 
 
 def _settings(config: ViewsConfig, dataset) -> PretrainConfig:
@@ -57,7 +61,7 @@ def _settings(config: ViewsConfig, dataset) -> PretrainConfig:
         pretrain = PretrainConfig.create(**{k: v for k, v in run.load_config().items() if k in PretrainConfig.names()})
     else:
         pretrain = PretrainConfig()
-    pretrain = pretrain.replace(**{k: getattr(config, k) for k in ("augmentations", "image_size")
+    pretrain = pretrain.replace(**{k: getattr(config, k) for k in ("augmentations", "image_size", "crop_min_scale")
                                    if getattr(config, k) is not None})
     return resolve(pretrain, data_facts(dataset, "cpu"))[0]
 
