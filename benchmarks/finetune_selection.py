@@ -31,6 +31,7 @@ CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 
     "no-clip-encoder-lr-0.1": {"clip_grad": 0.0, "encoder_lr": 0.1},
     "no-clip-short": {"clip_grad": 0.0, "epochs": 10, "min_steps": 60},
     "short": {"epochs": 10, "min_steps": 60},
+    "half": {"epochs": 15, "min_steps": 100},
 }
 
 
