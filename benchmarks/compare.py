@@ -144,7 +144,8 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"{name}; torch {torch.__version__}, lightly {lightly.__version__}; {time.strftime('%Y-%m-%d')}")
-    print("| image size | batch | byol (img/s) | byol-pytorch (img/s) | ratio | lightly (img/s) | ratio |")
+    print("| image size | batch | byol (img/s) | byol-pytorch (img/s) | byol / byol-pytorch | lightly (img/s) "
+          "| byol / lightly |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.image_size:
         for batch in args.batch_size:

@@ -97,7 +97,7 @@ def _write(summary: dict, out: Path) -> None:
 def markdown(summary: dict) -> str:
     lines = ["| stage | status | seconds | figures |", "| --- | --- | --- | --- |"]
     for entry in summary["stages"]:
-        figures = "; ".join(f"{k}: {v}" for k, v in entry.get("figures", {}).items())
+        figures = "; ".join(f"{k}: {shown(v)}" for k, v in entry.get("figures", {}).items())
         lines.append(f"| {entry['name']} | {entry['status']} | {entry['seconds']:.0f} | {figures} |")
     return "\n".join(lines) + "\n"
 
@@ -113,8 +113,18 @@ def bench_figures(text: str, out: Path) -> dict:
 
 
 def table_figures(text: str, out: Path) -> dict:
-    """The Markdown table rows a benchmark printed, as text."""
-    return {"rows": [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]}
+    """The Markdown table a benchmark printed: each row as {column: cell}."""
+    lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+             if line.startswith("| ") and "---" not in line]
+    header = [name if lines[0].count(name) == 1 else f"{name} {i}" for i, name in enumerate(lines[0])] if lines else []
+    return {"rows": [dict(zip(header, row)) for row in lines[1:]]} if lines else {}
+
+
+def shown(value) -> str:
+    """A figure as the Markdown summary shows it: table rows as "column cell, ..." joined by " / "."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return " / ".join(", ".join(f"{column} {cell}" for column, cell in row.items()) for row in value)
+    return str(value)
 
 
 def pretrain_figures(run: Path):

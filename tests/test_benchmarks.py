@@ -76,6 +76,20 @@ def test_every_documented_byol_command_parses(where, args):
         assert exit_.code == 0, f"{where}: byol {' '.join(args)}"  # --help exits 0
 
 
+def test_the_gpu_suite_reads_a_printed_table_into_its_summary():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_suite import markdown, table_figures
+
+    printed = "H100; torch 2.11\n| size | byol | ratio | lightly | ratio |\n| --- | --- | --- | --- | --- |\n" \
+              "| 32 | 900 | 3.1x | 290 | 3.2x |\n"
+    figures = table_figures(printed, None)
+    assert figures == {"rows": [{"size": "32", "byol": "900", "ratio 2": "3.1x", "lightly": "290", "ratio 4": "3.2x"}]}
+    summary = markdown({"stages": [{"name": "libraries", "status": "ok", "seconds": 5, "figures": figures}]})
+    assert "| libraries | ok | 5 | rows: size 32, byol 900, ratio 2 3.1x, lightly 290, ratio 4 3.2x |" in summary
+
+
 def test_the_gpu_suite_keeps_its_deadline_and_every_stage_result(tmp_path):
     """Tiny stages under a 3-second deadline: one that finishes, one that fails, one cut at its
     limit (its partial output kept, its figures read from it), one with no time left; after the
