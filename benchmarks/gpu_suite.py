@@ -131,6 +131,8 @@ def pretrain_figures(run: Path):
     def figures(text: str, out: Path) -> dict:
         import csv
 
+        if not (run / "metrics.csv").is_file():
+            return {"epochs_done": 0}  # stopped before its first epoch ended
         with (run / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         curve = [(int(r["epoch"]), round(float(r["elapsed_s"]) / 60, 2), r["knn_top1"]) for r in rows]
