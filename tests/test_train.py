@@ -242,6 +242,9 @@ def test_the_chooser_never_sees_the_test_labels(tmp_path):
             tables.append([{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)])
         assert (result.config.augmentations, result.config.crop_min_scale) in {
             (row["augmentations"], float(row["crop_min_scale"])) for row in tables[-1] if row["chosen"] == "True"}
+        for proxy in (tmp_path / name / "choice").iterdir():  # and each proxy says what it was scored on
+            scored_on = json.loads((proxy / "results.json").read_text())["scored_on"]
+            assert scored_on.startswith("a validation split of 99 labelled images"), scored_on  # stratified 20 %
     assert len(tables[0]) == 3 and tables[0] == tables[1]
 
 

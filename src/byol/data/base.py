@@ -147,6 +147,7 @@ class DataSplits:
     test: ImageSet | None = None
     classes: tuple[str, ...] | None = None
     labelled_train: ImageSet | None = None  # the k-NN bank / probe training set, when not ``train`` itself
+    test_is_validation: bool = False  # ``test`` was split off the labelled images that pre-training sees
 
     @property
     def eval_train(self) -> ImageSet | None:
@@ -189,7 +190,7 @@ class DataSplits:
         if exclude:
             train = train.subset((~torch.isin(train.identities(), labelled.identities()[index])).nonzero().squeeze(1))
         return replace(self, train=train, test=labelled.subset(index),
-                       labelled_train=labelled.subset(rest.nonzero().squeeze(1)))
+                       labelled_train=labelled.subset(rest.nonzero().squeeze(1)), test_is_validation=not exclude)
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the training images in [0, 1], for normalisation."""

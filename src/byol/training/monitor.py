@@ -31,7 +31,7 @@ def measured_on(dataset: DataSplits, config: PretrainConfig) -> tuple[DataSplits
         if config.test_fraction:
             raise UserError(f"{setting('test_fraction')} {config.test_fraction}: {dataset.name} has a test split of "
                             "its own, which pre-training never sees; drop the setting")
-        return dataset, "test"
+        return dataset, "validation" if dataset.test_is_validation else "test"
     labelled = dataset.eval_train
     if labelled is None:
         if config.test_fraction:
