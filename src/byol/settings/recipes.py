@@ -62,10 +62,13 @@ def default_arch(facts: DataFacts, image_size: int | None = None) -> tuple[str, 
 
 
 # A time budget (--time-budget) on image files: the view sizes it may spend its time on, and
-# the fewest epochs worth a larger view — the resolution-against-epochs measurement at equal
-# wall-clock on the development sets (BENCHMARKS.md, "Resolution or epochs").
+# the fewest epochs worth a larger view.  Measured at equal wall-clock on validation splits of
+# the development sets (BENCHMARKS.md, "Resolution or epochs"): the OCTA-like scans did best at
+# 64 px with the most epochs, the fundus-like images were at chance there and best at 128–224 px;
+# 20 epochs is the compromise that fell to chance on neither.  Choosing the size on the labels,
+# as the views are chosen, would serve both.
 BUDGET_SIZES = (64, 96, 128, 224)
-BUDGET_MIN_EPOCHS = 40
+BUDGET_MIN_EPOCHS = 20
 
 
 def budget_sizes(facts: DataFacts) -> list[int]:
