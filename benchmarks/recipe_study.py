@@ -31,7 +31,6 @@ VIEWS = [("full", 0.08), ("full", 0.4), ("crop", 0.3), ("geometric", 0.3), ("geo
 SIZES = (64, 96, 128, 224)
 CONTINUED = {  # the settings the recipe derives for --init-from, against others (epochs: the recipe's)
     "recipe: rate 0.1 x, warm-up 1/50, tau 0.99": dict(),
-    "rate 0.3 x, warm-up 1/50, tau 0.99": dict(base_lr=1.2),
     "as from scratch: rate 4, warm-up 1/16, tau from the length": dict(base_lr=4.0, warmup_epochs=2.5,
                                                                       base_target_momentum=0.9)}
 
