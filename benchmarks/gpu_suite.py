@@ -120,6 +120,18 @@ def table_figures(text: str, out: Path) -> dict:
     return {"rows": [dict(zip(header, row)) for row in lines[1:]]} if lines else {}
 
 
+def tests_figures(text: str, out: Path) -> dict:
+    """pytest's last line: how many passed, failed, were skipped."""
+    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", text)
+    return {kind: int(count) for count, kind in found}
+
+
+def streaming_figures(text: str, out: Path) -> dict:
+    """streaming.py's summary line: images/s and the share of the epoch spent waiting for data."""
+    match = re.search(r"streaming: ([\d,.]+) images/s, waiting for data ([\d.]+) %", text)
+    return {"images_per_s": match.group(1), "data_wait_percent": float(match.group(2))} if match else {}
+
+
 def shown(value) -> str:
     """A figure as the Markdown summary shows it: table rows as "column cell, ..." joined by " / "."""
     if isinstance(value, list) and value and isinstance(value[0], dict):
@@ -164,13 +176,13 @@ def stages(out: Path, smoke: bool, fashion: str) -> list[Stage]:
         Stage("libraries", [PYTHON, "benchmarks/compare.py", "--image-size", "32", "--batch-size", batch,
                             "--steps", steps, "--warmup", "3"], 90, table_figures),
         Stage("fashion-mnist-resnet18", fashion_mnist, 240, pretrain_figures(run)),
-        Stage("gpu-tests", [PYTHON, "-m", "pytest", "-q", "-m", "gpu", "tests"], 60, table_figures),
+        Stage("gpu-tests", [PYTHON, "-m", "pytest", "-q", "-m", "gpu", "tests"], 60, tests_figures),
         Stage("bench-cuda-graphs", [*bench, "--compile", "--compile-mode", "reduce-overhead"], 150, bench_figures),
         Stage("augmentation-engines", [PYTHON, "benchmarks/augment_engines.py", "--batch-size", batch,
                                        "--image-size", "32", "96"], 90, table_figures),
         Stage("streaming-resnet50", [PYTHON, "benchmarks/streaming.py", "--images", images, "--arch", "resnet50",
                                      "--image-size", "64" if smoke else "224", "--batch-size", stream_batch,
-                                     "--json", str(out / "streaming.json")], 120, table_figures),
+                                     "--json", str(out / "streaming.json")], 120, streaming_figures),
     ]
 
 

@@ -80,7 +80,7 @@ def test_the_gpu_suite_reads_a_printed_table_into_its_summary():
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_suite import markdown, table_figures
+    from gpu_suite import markdown, streaming_figures, table_figures, tests_figures
 
     printed = "H100; torch 2.11\n| size | byol | ratio | lightly | ratio |\n| --- | --- | --- | --- | --- |\n" \
               "| 32 | 900 | 3.1x | 290 | 3.2x |\n"
@@ -88,6 +88,10 @@ def test_the_gpu_suite_reads_a_printed_table_into_its_summary():
     assert figures == {"rows": [{"size": "32", "byol": "900", "ratio 2": "3.1x", "lightly": "290", "ratio 4": "3.2x"}]}
     summary = markdown({"stages": [{"name": "libraries", "status": "ok", "seconds": 5, "figures": figures}]})
     assert "| libraries | ok | 5 | rows: size 32, byol 900, ratio 2 3.1x, lightly 290, ratio 4 3.2x |" in summary
+    assert tests_figures("...\n3 passed, 1 skipped, 340 deselected in 7.2s\n", None) == {
+        "passed": 3, "skipped": 1, "deselected": 340}
+    assert streaming_figures("streaming: 1,234 images/s, waiting for data 0.2 % of the epoch (resnet50)", None) == {
+        "images_per_s": "1,234", "data_wait_percent": 0.2}
 
 
 def test_the_gpu_suite_keeps_its_deadline_and_every_stage_result(tmp_path):
