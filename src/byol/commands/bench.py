@@ -19,13 +19,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..base.device import autocast, resolve_device, synchronize
-from ..data import Batch
 from ..settings.mechanism import option, require
 from ..settings.options import CompileOptions, DeviceOption
 from ..settings.pretrain import PretrainConfig
 from ..settings.recipes import DataFacts, resolve
-from ..training.step import TrainStep, build_model, build_optimizer, two_views
-from ..views.spec import byol_views
+from ..training.step import SyntheticStep
 
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), for the utilisation column.
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0,
@@ -91,32 +89,18 @@ def _say(text: str) -> None:
     print(f"byol bench: {text}", flush=True)
 
 
-class Step:
-    """The training loop's own pieces (train.py) around synthetic images: exactly its step."""
+class Step(SyntheticStep):
+    """The training loop's own step around synthetic images, at the settings the recipe derives
+    for the bench's stand-in data, with its parts timed apart."""
 
     def __init__(self, settings: BenchConfig, device: torch.device):
         images, side = STAND_IN[device.type]
         config = PretrainConfig(arch=settings.arch, image_size=settings.image_size, batch_size=settings.batch_size,
                                 hidden_dim=settings.hidden_dim)
         self.config = resolve(config, DataFacts(images, side, settings.channels, 8, False, device.type))[0]
-        size, batch = self.config.image_size, self.config.batch_size
-        self.settings = settings.replace(arch=self.config.arch, image_size=size, batch_size=batch,
-                                         hidden_dim=self.config.hidden_dim)
-        torch.manual_seed(0)
-        self.model = build_model(self.config, settings.channels, size).to(device).to(memory_format=torch.channels_last)
-        self.train_step = TrainStep(self.model, build_optimizer(self.model, self.config, 0.1), device,
-                                    compiled=settings.compile, mode=settings.compile_mode)
-        self.generator = torch.Generator(device=device).manual_seed(0)
-        self.images = torch.randint(0, 256, (batch, settings.channels, size, size), dtype=torch.uint8, device=device,
-                                    generator=self.generator)
-        self.mean = torch.full((settings.channels,), 0.5, device=device)
-        self.std = torch.full((settings.channels,), 0.25, device=device)
-        self.views = byol_views(self.config.blur, (self.config.crop_min_scale, 1.0), self.config.augmentations, size)
-        self.device, self.size = device, size
-
-    def make_views(self):
-        return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator,
-                         self.train_step.apply_view)
+        self.settings = settings.replace(arch=self.config.arch, image_size=self.config.image_size,
+                                         batch_size=self.config.batch_size, hidden_dim=self.config.hidden_dim)
+        super().__init__(self.config, settings.channels, device, settings.compile, settings.compile_mode)
 
     def update(self, view_1, view_2):
         """Forward, backward and optimizer: the training step without its EMA (τ = None)."""
@@ -125,9 +109,6 @@ class Step:
     def ema(self):
         """The EMA alone, eager: one multi-tensor lerp, as inside the compiled step."""
         self.model.update_target(0.99)
-
-    def __call__(self):
-        self.train_step(*self.make_views(), 0.1, 0.99)
 
     def timed(self, steps: int) -> float:
         """Seconds per step over ``steps`` whole steps."""

@@ -13,12 +13,10 @@ import time
 import torch
 
 from ..base.device import autocast, synchronize
-from ..data import Batch
 from ..settings.pretrain import PretrainConfig
 from ..settings.recipes import DataFacts, budget_size, budget_sizes, resolve
-from ..views.spec import byol_views
 from .choose import PROXY_SHARE
-from .step import TrainStep, build_model, build_optimizer, two_views
+from .step import SyntheticStep
 
 EVALUATIONS = 5  # k-NN passes a run makes: four monitors and the final one (which also fits the probe)
 
@@ -40,27 +38,17 @@ def step_and_feature_seconds(config: PretrainConfig, channels: int,
                              device: torch.device) -> tuple[float, float, float]:
     """(seconds per training step, seconds per image of the frozen-feature pass, seconds an
     epoch's checkpoint takes to serialise) of ``config``."""
-    size, batch = config.image_size, config.batch_size
-    torch.manual_seed(0)
-    model = build_model(config, channels, size).to(device).to(memory_format=torch.channels_last)
-    train_step = TrainStep(model, build_optimizer(model, config, 0.0), device)
-    views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations or "full", size)
-    generator = torch.Generator(device=device).manual_seed(0)
-    images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device=device,
-                           generator=generator)
-    mean, std = torch.full((channels,), 0.5, device=device), torch.full((channels,), 0.25, device=device)
-
-    def step():
-        train_step(*two_views(Batch(images, None), views, size, mean, std, generator, train_step.apply_view), 0.0, 0.99)
+    step = SyntheticStep(config, channels, device)
 
     def features():
         with torch.no_grad(), autocast(device):
-            model.online_encoder.eval()(images.float().contiguous(memory_format=torch.channels_last))
+            step.model.online_encoder.eval()(step.images.float().contiguous(memory_format=torch.channels_last))
 
     def checkpoint():
-        torch.save({"model": model.state_dict(), "optimizer": train_step.optimizer.state_dict()}, io.BytesIO())
+        torch.save({"model": step.model.state_dict(), "optimizer": step.train_step.optimizer.state_dict()},
+                   io.BytesIO())
 
-    return timed(step, 2, device), timed(features, 2, device) / batch, timed(checkpoint, 1, device)
+    return timed(step, 2, device), timed(features, 2, device) / config.batch_size, timed(checkpoint, 1, device)
 
 
 def fit_budget(config: PretrainConfig, facts: DataFacts, labelled: int, device: torch.device, candidates: int,

@@ -18,6 +18,7 @@ from ..optim.lars import create_optimizer, parameter_groups
 from ..optim.schedule import learning_rate
 from ..settings.pretrain import PretrainConfig
 from ..views.apply import ViewApplier, apply_view, augment
+from ..views.spec import byol_views
 from .distributed import Process, shard
 
 
@@ -151,3 +152,30 @@ class Plan:
         """The augmentation RNG is re-seeded every step, per rank: a run resumed at any step draws
         what an uninterrupted run draws there."""
         return (self.config.seed * 1_000_003 + step) * 4_099 + rank
+
+
+class SyntheticStep:
+    """The training loop's own step around a synthetic batch of ``config``'s size (uint8 images,
+    seeded): what ``byol bench`` times and what a time budget measures before a run."""
+
+    def __init__(self, config: PretrainConfig, channels: int, device: torch.device, compiled: bool = False,
+                 mode: str = "default"):
+        size, batch = config.image_size, config.batch_size
+        torch.manual_seed(0)
+        self.model = build_model(config, channels, size).to(device).to(memory_format=torch.channels_last)
+        self.train_step = TrainStep(self.model, build_optimizer(self.model, config, 0.1), device, compiled=compiled,
+                                    mode=mode)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device=device,
+                                    generator=self.generator)
+        self.mean = torch.full((channels,), 0.5, device=device)
+        self.std = torch.full((channels,), 0.25, device=device)
+        self.views = byol_views(config.blur, (config.crop_min_scale, 1.0), config.augmentations or "full", size)
+        self.device, self.size = device, size
+
+    def make_views(self):
+        return two_views(Batch(self.images, None), self.views, self.size, self.mean, self.std, self.generator,
+                         self.train_step.apply_view)
+
+    def __call__(self):
+        self.train_step(*self.make_views(), 0.1, 0.99)
