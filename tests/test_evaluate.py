@@ -206,6 +206,26 @@ def test_random_init_is_drawn_anew_for_each_seed_and_the_same_seed_draws_the_sam
     assert loader.key(0, 1) != loader.key(0, 2)
 
 
+def test_compare_says_the_size_it_scores_at_and_warns_when_encoders_were_trained_at_others(tmp_path, capsys):
+    from byol import evaluate
+    from byol.models.backbones import create_encoder, save_encoder
+
+    for size in (12, 16):
+        save_encoder(create_encoder("narrow_resnet", 3, image_size=size), tmp_path / f"at{size}.safetensors")
+    images, labels = graded_arrays(60)
+    first, second = str(tmp_path / "at12.safetensors"), str(tmp_path / "at16.safetensors")
+    evaluate([first, second], data=(images, labels), protocols=["knn"], out=str(tmp_path / "a"))
+    warning = capsys.readouterr().err
+    assert f"trained at different sizes ({first} 12 px, {second} 16 px); all are scored at 12 px" in warning
+    assert "image_size" in warning.split("all are scored at")[1]
+    assert "images scored at 12 px (the size the encoder was trained at)" in (tmp_path / "a" / "compare.md").read_text()
+    evaluate([first, second], data=(images, labels), protocols=["knn"], image_size=16, out=str(tmp_path / "b"))
+    assert "different sizes" not in capsys.readouterr().err
+    assert "images scored at 16 px (as given)" in (tmp_path / "b" / "compare.md").read_text()
+    evaluate([first, first], data=(images, labels), protocols=["knn"], out=str(tmp_path / "c"))
+    assert "different sizes" not in capsys.readouterr().err
+
+
 def save_image(path):
     from conftest import save
 

@@ -209,10 +209,16 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
     require(len(config.init) >= 1, "init", "needs at least one encoder to evaluate, e.g. random")
     device = resolve_device(config.device)
     specs = [getattr(e, "encoder", e) for e in encoders] or list(config.init)
-    trained = next((built for built in map(encoder_config_of, specs) if built), {})
+    built = [(name, found) for name, found in zip(config.init, map(encoder_config_of, specs)) if found]
+    trained = built[0][1] if built else {}
     runs = _runs(config.init)
     held_out = next(((name, ids) for name, run in runs if (ids := run.read_held_out()) is not None), None)
     labelled = load_labelled(config, data, trained.get("image_size"), device.type, held_out)
+    sizes = {found.get("image_size") for _, found in built} - {None}
+    if len(sizes) > 1 and not config.image_size:
+        each = ", ".join(f"{name} {found.get('image_size')} px" for name, found in built)
+        print(f"byol: warning: the encoders were trained at different sizes ({each}); all are scored at "
+              f"{labelled.image_size} px: give {setting('image_size')} to choose", file=sys.stderr)
     if config.arch is None:  # a random baseline: the architecture of the pre-trained encoder beside it
         default = default_arch(DataFacts(len(labelled.pool), labelled.image_size, labelled.pool.channels, 8, False,
                                          device.type))[0]

@@ -102,13 +102,16 @@ def load_labelled(config, data=None, trained_size: int | None = None, device: st
     (``held_out``: its name and their identities), or else (per seed) a stratified fraction."""
     dataset = as_splits(data if data is not None else config.data, **config.read_options())
     image_size = config.image_size or trained_size or default_image_size(data_facts(dataset, device))
+    why = "as given" if config.image_size else "the size the encoder was trained at" if trained_size else \
+        "the recipe's size for these images"
     classes, remap = grade_order(dataset, config.grades, config.ordinal or config.metric == "qwk")
     dataset = dataset.prepared(image_size)
     pool = _relabelled(dataset.eval_train, remap)
     if pool is None:
         raise DataError(f"{dataset.name} has no labels; evaluation needs class folders, a labelled CSV or a "
                         "labelled format (byol embed works on unlabeled images)")
-    notes = [f"grades in order: {' < '.join(classes)}"] if (config.ordinal or config.grades) else []
+    notes = [f"images scored at {image_size} px ({why})"]
+    notes += [f"grades in order: {' < '.join(classes)}"] if (config.ordinal or config.grades) else []
     test = None
     if config.test_data:
         test = _align_test_labels(as_splits(config.test_data, **config.read_options()).prepared(image_size),
