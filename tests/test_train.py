@@ -224,7 +224,29 @@ def test_a_labels_only_csv_shows_progress_on_a_validation_split_and_ends_with_a_
     assert "on the validation split" in out and "a validation split of 24 labelled images" in out
 
 
-def test_the_chooser_never_sees_the_test_labels(tmp_path):
+def test_the_chance_bound_is_exceeded_by_guessing_about_one_time_in_forty():
+    from byol.training.choose import chance_bound
+
+    labels = torch.tensor([0] * 66 + [1] * 43 + [2] * 14)  # a validation split of a DRAC-like set
+    chance, bound = chance_bound(labels)
+    assert chance == pytest.approx(1 / 3) and bound == pytest.approx(1 / 3 + 2 * 0.0522, abs=1e-3)
+    assert chance_bound(torch.tensor([0, 0, 2, 2]))[0] == 0.5  # the classes present, not the largest label
+    guesses = torch.randint(0, 3, (20_000, len(labels)), generator=torch.Generator().manual_seed(0))
+    recalls = torch.stack([(guesses[:, labels == c] == c).float().mean(1) for c in range(3)], 1)
+    exceeded = (recalls.mean(1) > bound).float().mean().item()
+    assert 0.01 < exceeded < 0.04, exceeded  # one-sided two standard errors: about 2.3 %
+
+
+def test_the_chooser_says_when_no_candidate_beat_chance(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "noise.npz", train_images=rng.integers(0, 255, (150, 16, 16), dtype=np.uint8),
+             train_labels=np.arange(150) % 3)  # nothing in the images tells the grades apart
+    pretrain(**tiny_settings(tmp_path / "noise.npz", tmp_path / "run", epochs=4, knn_every=0, batch_size=32,
+                             choose_augmentations=True))
+    assert "no candidate beat chance on the validation split" in capsys.readouterr().err
+
+
+def test_the_chooser_never_sees_the_test_labels(tmp_path, capsys):
     """The same training images and labels, the test split's labels true then shuffled: the same
     proxy scores and the same choice.  (Made to score the proxies on the test split, it fails.)"""
     rng = np.random.default_rng(0)
@@ -246,6 +268,7 @@ def test_the_chooser_never_sees_the_test_labels(tmp_path):
             scored_on = json.loads((proxy / "results.json").read_text())["scored_on"]
             assert scored_on.startswith("a validation split of 99 labelled images"), scored_on  # stratified 20 %
     assert len(tables[0]) == 3 and tables[0] == tables[1]
+    assert "no candidate beat chance" not in capsys.readouterr().err  # the grades show: the proxies see them
 
 
 @pytest.mark.slow

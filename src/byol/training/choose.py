@@ -8,15 +8,19 @@ much of it is dark).  When the data has labels and the run leaves both ``augment
 probe on a validation split of the training labels (the monitor's, or one of its own), which
 pre-training sees without labels; a test split is held out before anything is chosen and the
 proxies never see it.  The best candidate (linear
-balanced accuracy; the k-NN's on a tie) trains the run.  The table is printed and saved as
-choice.csv in the run directory, the proxies under choice/ (a resumed run reuses finished ones).
+balanced accuracy; the k-NN's on a tie) trains the run, with a warning when none beat chance by
+two standard errors.  The table is printed and saved as choice.csv in the run directory, the
+proxies under choice/ (a resumed run reuses finished ones).
 """
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ..base.rundir import RunDir, atomic_write
 from ..data import DataSplits
@@ -114,7 +118,25 @@ def choose(config: PretrainConfig, given: dict, dataset: DataSplits, facts: Data
         row["chosen"] = row is best
     _save(run, rows)
     print(choice_table(rows))
+    chance, bound = chance_bound(dataset.test.labels)
+    if best["linear_balanced_accuracy"] <= bound:
+        print(f"byol: warning: no candidate beat chance on the validation split (best balanced accuracy "
+              f"{best['linear_balanced_accuracy']:.1%}; chance {chance:.1%}, and up to {bound:.1%} is within two "
+              f"standard errors of it), so this choice rests on noise: the proxies may be too short to show the "
+              f"grades, or the grades may not be visible in {config.image_size}-px views. Look at the views (byol "
+              "views); larger views (--image-size, --time-budget) or more labels may help",
+              file=sys.stderr)
     return Candidate(best["augmentations"], best["crop_min_scale"]), rows
+
+
+def chance_bound(labels) -> tuple[float, float]:
+    """(chance, bound): the balanced accuracy of guessing among the classes present in ``labels``,
+    and that plus two standard errors of a guesser's balanced accuracy on exactly these images
+    (each class's recall a binomial of its count at the chance rate)."""
+    counts = [count for count in torch.bincount(labels).tolist() if count]
+    chance = 1 / len(counts)
+    error = math.sqrt(sum(chance * (1 - chance) / count for count in counts)) / len(counts)
+    return chance, chance + 2 * error
 
 
 def choice_table(rows: list[dict]) -> str:
