@@ -8,7 +8,8 @@ from PIL import Image
 from byol import create_encoder
 from byol.commands.cli import main
 from byol.data import ImageSet, load_dataset
-from byol.evaluation.finetune import FinetuneSettings, class_weights, epoch_order, finetune
+from byol.evaluation.frozen import linear_probe
+from byol.evaluation.finetune import FinetuneSettings, Trainer, build_classifier, class_weights, epoch_order, finetune
 from conftest import assert_one_line_error, graded_folder, run_cli, write_csv
 
 
@@ -20,6 +21,35 @@ def test_class_weights_and_the_balanced_sampler():
     assert share_of_rare == pytest.approx(0.5, abs=0.03)  # 10 % of the images, half of the draws
     plain = epoch_order(labels, 3, "none", torch.Generator().manual_seed(0))
     assert sorted(plain.tolist()) == list(range(100))  # a permutation: every image once
+
+
+def test_balance_weights_the_probe_fine_tuning_starts_from_and_fine_tuning_trains_plain(monkeypatch):
+    """``balance="loss"``: the head starts from the class-weighted probe; fine-tuning's own loss is
+    plain cross-entropy — a head that can only move its biases ends at the training prior.
+    (Class-weighted and logit-adjusted fine-tuning made random init predict the rare grade for
+    most images: BENCHMARKS.md, "Fine-tuning with --balance loss".)"""
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    monkeypatch.setattr("byol.evaluation.finetune.augment", lambda images, *args, **kwargs: images.float())
+    for balance in ("loss", "none"):
+        bias = torch.nn.Parameter(torch.zeros(2))
+        model = lambda x: bias.expand(len(x), 2)  # noqa: E731
+        model.train = lambda: None
+        train = ImageSet(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels)
+        trainer = Trainer(model, torch.optim.SGD([bias], lr=1.0), train, 2, torch.zeros(1), torch.ones(1), 4,
+                          torch.device("cpu"), FinetuneSettings(batch_size=100, balance=balance, clip_grad=0), 0)
+        for epoch in range(300):
+            trainer.epoch(epoch, 10**6, 1, 5.0)
+        assert bias.softmax(0).tolist() == pytest.approx([0.9, 0.1], abs=1e-3)
+    probed = {}
+    monkeypatch.setattr("byol.evaluation.finetune.linear_probe",
+                        lambda *args, balance, **kwargs: probed.setdefault(balance, linear_probe(*args, **kwargs)))
+    rng = np.random.default_rng(0)
+    train = ImageSet(torch.from_numpy(rng.integers(0, 255, (40, 1, 8, 8), dtype=np.uint8)), torch.arange(40) % 4 // 3)
+    for balance in ("loss", "sampler", "none"):
+        probed.clear()
+        build_classifier(create_encoder("narrow_resnet", 1, None, 8), train, 2, torch.zeros(1), torch.ones(1), 8,
+                         torch.device("cpu"), FinetuneSettings(balance=balance), "top1", 0)
+        assert list(probed) == [balance != "none"]
 
 
 def _split_tiny(tiny_idx):

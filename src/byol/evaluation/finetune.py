@@ -1,6 +1,7 @@
 """Fine-tuning (paper §4.2, semi-supervised): the whole encoder plus a new linear head,
 trained on the labelled images with crop/flip augmentation, stopped early on a
-validation split, with optional class-imbalance handling.
+validation split, with optional class-imbalance handling (a class-weighted probe to start
+from, or class-balanced draws).
 
 The caller chooses the images (``evaluate.label_split`` gives the paper's 1 % / 10 %
 subsets and a validation split inside them); this module only trains and scores.
@@ -48,8 +49,10 @@ class FinetuneSettings(Settings):
                        "2022), so fine-tuning starts where the probe ends; new: a zero head", choices=("probe", "new"))
     weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
     crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
-    balance: str = option("none", "class imbalance, in the linear probe and fine-tuning: loss = class-weighted "
-                          "cross-entropy; sampler = class-balanced draws in fine-tuning (the probe weights its "
+    balance: str = option("none", "class imbalance: loss = class-weighted cross-entropy in the linear probe, which "
+                          "fine-tuning starts from and then trains with plain cross-entropy (weighted or logit-"
+                          "adjusted fine-tuning made random init predict the rare grade for most images, "
+                          "BENCHMARKS.md); sampler = class-balanced draws in fine-tuning (the probe weights its "
                           "loss); none", choices=BALANCING)
     clip_grad: float = option(1.0, "clip the gradients' global norm at this each step (0: no clipping); 1 keeps "
                               "fine-tuning from falling below its own probe or to one grade (chosen on validation "
@@ -117,7 +120,7 @@ def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean
     note = "new head"
     if settings.head == "probe":
         probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
-                             metric=metric, balance=settings.balance == "loss")
+                             metric=metric, balance=settings.balance != "none")
         head.load_state_dict(probe.classifier.state_dict())
         note = f"head from the probe (L2 {probe.weight_decay:g})"
     else:
@@ -179,7 +182,7 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
 
 
 class Trainer:
-    """One epoch of fine-tuning at a time: augmented views, (class-weighted) cross-entropy, SGD
+    """One epoch of fine-tuning at a time: augmented views, plain cross-entropy, SGD
     with a linear warm-up and cosine decay; each parameter group's lr times its ``scale``."""
 
     def __init__(self, model, optimizer, train: ImageSet, num_classes: int, mean, std, image_size: int,
@@ -188,7 +191,6 @@ class Trainer:
         self.num_classes, self.image_size, self.step = num_classes, image_size, 0
         self.labels = train.labels.to(device)
         self.train = train.to(device) if train.images is not None else train  # small labelled sets: on the device
-        self.loss_weights = class_weights(train.labels, num_classes).to(device) if settings.balance == "loss" else None
         self.recipe, self.mean, self.std = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.order_generator = torch.Generator().manual_seed(seed)
@@ -207,8 +209,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("scale", 1.0)
             with autocast(self.device):
-                loss = F.cross_entropy(self.model(x.contiguous(memory_format=torch.channels_last)).float(), labels,
-                                       weight=self.loss_weights)
+                loss = F.cross_entropy(self.model(x.contiguous(memory_format=torch.channels_last)).float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.settings.clip_grad:
