@@ -52,6 +52,32 @@ def test_balance_weights_the_probe_fine_tuning_starts_from_and_fine_tuning_train
         assert list(probed) == [balance != "none"]
 
 
+def test_fine_tuning_puts_every_feature_on_one_scale_so_a_constant_one_cannot_blow_up():
+    """A BYOL encoder can leave a feature all but constant; divided by its own spread it would be
+    magnified a million-fold the moment fine-tuning moves it.  One spread for all dimensions (the
+    root mean square of theirs), and the head is the probe fitted on exactly those inputs."""
+    from byol.evaluation.frozen import feature_scale
+
+    features = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0] * 7 + [0.0])
+    mean, std = feature_scale(features, per_dimension=False)
+    expected = features.std(dim=0).square().mean().sqrt()
+    assert torch.allclose(std, expected.expand(8)) and std[7] > 0.3  # not 1e-6: a move of 1e-3 stays 1e-3 / 0.9
+    assert torch.allclose(feature_scale(features)[1][:7], features.std(dim=0)[:7])  # the probe's usual scale
+
+    class Fixed(torch.nn.Module):  # an "encoder" whose features are given: the last one constant
+        num_features = 8
+
+        def forward(self, x):
+            return features[: len(x)] + 0 * x.flatten(1)[:, :1]
+
+    train = ImageSet(torch.zeros(64, 1, 8, 8, dtype=torch.uint8), torch.arange(64) % 2)
+    model, _ = build_classifier(Fixed(), train, 2, torch.zeros(1), torch.ones(1), 8, torch.device("cpu"),
+                                FinetuneSettings(), "top1", 0)
+    assert torch.allclose(model[1].std, expected.expand(8))
+    probe = linear_probe(features, train.labels, features, train.labels, 2, per_dimension=False)
+    assert torch.allclose(model[2](model[1](features)), probe.test_scores, atol=1e-5)
+
+
 def _split_tiny(tiny_idx):
     dataset = load_dataset(tiny_idx)
     train = dataset.train

@@ -24,7 +24,7 @@ from ..views.apply import augment
 from ..views.ops import eval_crop_for, eval_view, normalise
 from ..data import ImageSet
 from ..base.device import autocast
-from .frozen import calibrated, class_weights, extract_features, linear_probe
+from .frozen import calibrated, class_weights, extract_features, feature_scale, linear_probe
 from .metrics import classification_metrics
 from ..optim.lars import parameter_groups
 from ..optim.schedule import learning_rate
@@ -94,9 +94,13 @@ def predict(model: nn.Module, images: ImageSet, mean: torch.Tensor, std: torch.T
 
 
 class Standardise(nn.Module):
-    """Features minus the mean, over the std, of the encoder's frozen features of the training
-    images (fixed buffers): the head sees features on one scale whatever the encoder — BYOL
-    features are ~100× a random encoder's."""
+    """Features minus the mean, over one spread for all dimensions (``feature_scale`` with
+    ``per_dimension=False``), of the encoder's frozen features of the training images (fixed
+    buffers): the head sees features on one scale whatever the encoder — BYOL features are ~100×
+    a random encoder's. One spread, not each dimension's own: a BYOL encoder can leave dimensions
+    all but constant (a tenth at exactly 0, the median spread 1/250 of a random encoder's, on the
+    fundus-like development set), and dividing by their own spread magnified them a million-fold
+    as soon as fine-tuning moved the encoder (BENCHMARKS.md, "Fine-tuning from BYOL weights")."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
@@ -115,12 +119,12 @@ def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean
     10,000 images): fine-tuning starts where the probe ends, with every encoder."""
     encoder = calibrated(encoder.to(device), train, mean, std, image_size, device)
     features = extract_features(encoder, train, mean, std, image_size, device=device).float()
-    feature_mean, feature_std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
+    feature_mean, feature_std = feature_scale(features, per_dimension=False)
     head = nn.Linear(encoder.num_features, num_classes)
     note = "new head"
     if settings.head == "probe":
         probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
-                             metric=metric, balance=settings.balance != "none")
+                             metric=metric, balance=settings.balance != "none", per_dimension=False)
         head.load_state_dict(probe.classifier.state_dict())
         note = f"head from the probe (L2 {probe.weight_decay:g})"
     else:
