@@ -29,6 +29,7 @@ CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 
     "default": {},
     "balance-loss": {"balance": "loss"},
     "balance-loss-no-crop": {"balance": "loss", "crop_min_scale": 1.0},
+    "balance-loss-crop-0.8": {"balance": "loss", "crop_min_scale": 0.8},
     "no-clip": {"clip_grad": 0.0},
     "no-clip-encoder-lr-0.1": {"clip_grad": 0.0, "encoder_lr": 0.1},
     "no-clip-short": {"clip_grad": 0.0, "epochs": 10, "min_steps": 60},
