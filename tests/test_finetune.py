@@ -59,7 +59,7 @@ def test_fine_tuning_puts_every_feature_on_one_scale_so_a_constant_one_cannot_bl
     from byol.evaluation.frozen import feature_scale
 
     features = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0] * 7 + [0.0])
-    mean, std = feature_scale(features, per_dimension=False)
+    _, std = feature_scale(features, per_dimension=False)
     expected = features.std(dim=0).square().mean().sqrt()
     assert torch.allclose(std, expected.expand(8)) and std[7] > 0.3  # not 1e-6: a move of 1e-3 stays 1e-3 / 0.9
     assert torch.allclose(feature_scale(features)[1][:7], features.std(dim=0)[:7])  # the probe's usual scale
