@@ -52,19 +52,16 @@ def test_balance_weights_the_probe_fine_tuning_starts_from_and_fine_tuning_train
         assert list(probed) == [balance != "none"]
 
 
-def test_fine_tuning_puts_every_feature_on_one_scale_so_a_constant_one_cannot_blow_up():
-    """A BYOL encoder can leave a feature all but constant; divided by its own spread it would be
-    magnified a million-fold the moment fine-tuning moves it.  One spread for all dimensions (the
-    root mean square of theirs), and the head is the probe fitted on exactly those inputs."""
-    from byol.evaluation.frozen import feature_scale
+def test_the_heads_standardisation_starts_as_the_probes_and_follows_the_batch_in_training():
+    """Before any step the network is the linear probe: the same per-dimension standardisation and
+    the same head.  In training each batch is standardised by its own statistics, so a feature
+    that was all but constant in the frozen features and then moves (as a BYOL encoder's did
+    under the training views) reaches the head on a unit scale — not magnified by one over its
+    frozen spread, as a fixed standardisation would (here ten-thousand-fold)."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(64, 8, generator=generator) * torch.tensor([1.0] * 7 + [1e-4]) + 3.0
 
-    features = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0] * 7 + [0.0])
-    _, std = feature_scale(features, per_dimension=False)
-    expected = features.std(dim=0).square().mean().sqrt()
-    assert torch.allclose(std, expected.expand(8)) and std[7] > 0.3  # not 1e-6: a move of 1e-3 stays 1e-3 / 0.9
-    assert torch.allclose(feature_scale(features)[1][:7], features.std(dim=0)[:7])  # the probe's usual scale
-
-    class Fixed(torch.nn.Module):  # an "encoder" whose features are given: the last one constant
+    class Fixed(torch.nn.Module):  # an "encoder" whose features are given: the last one all but constant
         num_features = 8
 
         def forward(self, x):
@@ -73,15 +70,41 @@ def test_fine_tuning_puts_every_feature_on_one_scale_so_a_constant_one_cannot_bl
     train = ImageSet(torch.zeros(64, 1, 8, 8, dtype=torch.uint8), torch.arange(64) % 2)
     model, _ = build_classifier(Fixed(), train, 2, torch.zeros(1), torch.ones(1), 8, torch.device("cpu"),
                                 FinetuneSettings(), "top1", 0)
-    assert torch.allclose(model[1].std, expected.expand(8))
-    probe = linear_probe(features, train.labels, features, train.labels, 2, per_dimension=False)
-    assert torch.allclose(model[2](model[1](features)), probe.test_scores, atol=1e-5)
+    probe = linear_probe(features, train.labels, features, train.labels, 2)
+    model.eval()
+    assert torch.allclose(model[2](model[1](features)), probe.test_scores, atol=1e-4)
+    moved = features + torch.tensor([0.0] * 7 + [1.0]) * torch.randn(64, 1, generator=generator)
+    fixed = (moved - features.mean(0)) / features.std(0)
+    assert fixed[:, 7].abs().max() > 1000
+    model.train()
+    batch = model[1](moved)
+    assert batch.std(0).sub(1).abs().max() < 0.02 and batch[:, 7].abs().max() < 5
 
 
 def _split_tiny(tiny_idx):
     dataset = load_dataset(tiny_idx)
     train = dataset.train
     return train.subset(torch.arange(0, 240)), train.subset(torch.arange(240, 320)), dataset
+
+
+def test_fine_tuned_head_is_standardised_by_the_un_augmented_training_images(tiny_idx):
+    """Training leaves the head's statistics describing augmented batches; the network is scored
+    with those of the un-augmented training images as its encoder now sees them — with and
+    without a validation split (where the epoch kept is scored that way too)."""
+    from byol.evaluation.frozen import extract_features, feature_scale
+
+    train, val, dataset = _split_tiny(tiny_idx)
+    train, val = (ImageSet(s.images, s.labels // 2) for s in (train, val))  # top or bottom half: learnable
+    mean, std = dataset.channel_stats()
+    for held_out in (None, val):
+        torch.manual_seed(0)
+        settings = FinetuneSettings(epochs=4, min_steps=0, batch_size=64, lr=0.2, head="new")
+        result = finetune(create_encoder("narrow_resnet", 1, None, 16), train, held_out, 2, mean, std, 16,
+                          torch.device("cpu"), settings, progress=False)
+        assert held_out is None or result.best_epoch > 0  # a trained epoch is the one kept
+        clean_mean, clean_std = feature_scale(extract_features(result.model[0], train, mean, std, 16).float())
+        assert torch.allclose(result.model[1].running_mean, clean_mean, atol=1e-5)
+        assert torch.allclose(result.model[1].running_var, clean_std.square(), rtol=1e-4, atol=1e-8)
 
 
 def test_finetune_learns_and_keeps_the_best_epoch(tiny_idx):

@@ -93,23 +93,36 @@ def predict(model: nn.Module, images: ImageSet, mean: torch.Tensor, std: torch.T
     return extract_features(model, images, mean, std, image_size, device=device)
 
 
-class Standardise(nn.Module):
-    """Features minus the mean, over one spread for all dimensions (``feature_scale`` with
-    ``per_dimension=False``), of the encoder's frozen features of the training images (fixed
-    buffers): the head sees features on one scale whatever the encoder — BYOL features are ~100×
-    a random encoder's. One spread, not each dimension's own: a BYOL encoder can leave dimensions
-    all but constant (on the fundus-like development set 43 % exactly 0, the rest's median spread
-    7e-4 against a random encoder's 0.2), and dividing by their own spread magnified them up to a
-    million-fold as soon as fine-tuning moved the encoder (BENCHMARKS.md, "Fine-tuning with
-    --balance loss, and from BYOL weights")."""
+class Standardise(nn.BatchNorm1d):
+    """The head's input: the encoder's features standardised dimension by dimension.  Before any
+    step, by the frozen features' statistics (so the network is exactly the linear probe); in
+    training, by each batch's own, as BatchNorm does (no affine part); for scoring, by the
+    statistics of the un-augmented training images as the network then is (``settle``).
+
+    A fixed standardisation broke fine-tuning from a BYOL encoder whose frozen features were all
+    but constant (on the fundus-like development set 43 % exactly 0, the rest's median spread
+    7e-4): the training views, and the encoder's own BatchNorm in training mode, move such a
+    feature by far more than its frozen spread, so the probe's head saw inputs hundreds of times
+    too large (a first-epoch cross-entropy of 27 where random init's is 0.7) and the clipped
+    steps erased the encoder (QWK 0.37 → 0.00 in three epochs).  And the statistics the batches
+    leave behind describe augmented views, not the images as scored: re-estimated on those,
+    random init fine-tuned on the OCTA-like development set went from QWK 0.38 to 0.72
+    (BENCHMARKS.md, "The head's standardisation: the batch's in training, the images' for scoring")."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        super().__init__(len(mean), eps=1e-12, affine=False)  # eps: std is floored at 1e-6 already
+        self.set(mean, std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.running_mean.copy_(mean)
+        self.running_var.copy_(std.square())
+
+
+def settle(model: nn.Sequential, images: ImageSet, mean, std, image_size: int, device: torch.device) -> None:
+    """Set the head's standardisation (``Standardise``) to the statistics of ``model``'s features of
+    the un-augmented ``images``: how they will be scored."""
+    features = extract_features(model[0], images, mean, std, image_size, device=device).float()
+    model[1].set(*feature_scale(features))
 
 
 def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean, std, image_size: int,
@@ -120,12 +133,12 @@ def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean
     10,000 images): fine-tuning starts where the probe ends, with every encoder."""
     encoder = calibrated(encoder.to(device), train, mean, std, image_size, device)
     features = extract_features(encoder, train, mean, std, image_size, device=device).float()
-    feature_mean, feature_std = feature_scale(features, per_dimension=False)
+    feature_mean, feature_std = feature_scale(features)
     head = nn.Linear(encoder.num_features, num_classes)
     note = "new head"
     if settings.head == "probe":
         probe = linear_probe(features, train.labels, features[:1], train.labels[:1], num_classes, seed=seed,
-                             metric=metric, balance=settings.balance != "none", per_dimension=False)
+                             metric=metric, balance=settings.balance != "none")
         head.load_state_dict(probe.classifier.state_dict())
         note = f"head from the probe (L2 {probe.weight_decay:g})"
     else:
@@ -174,6 +187,8 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
                                   "is kept")
         if val is None:
             continue
+        training = copy.deepcopy(model[1].state_dict())  # the batches' statistics, which training goes on from
+        settle(model, train, mean, std, image_size, device)
         metrics = classification_metrics(predict(model, val, mean, std, image_size, device).float(), val.labels,
                                          num_classes)
         history.append({"epoch": epoch, "loss": loss, **{k: v for k, v in metrics.items() if isinstance(v, float)}})
@@ -181,8 +196,11 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
             best = (metrics[metric], epoch, copy.deepcopy(model.state_dict()))
         elif settings.patience and epoch - best[1] >= settings.patience:
             break
+        model[1].load_state_dict(training)
     if val is not None:
         model.load_state_dict(best[2])
+    else:
+        settle(model, train, mean, std, image_size, device)
     return FinetuneResult(model, best[1] if val is not None else epochs, best[0], epochs, history, note)
 
 

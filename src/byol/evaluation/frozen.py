@@ -131,18 +131,14 @@ def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, num_cl
     return classifier.requires_grad_(False)
 
 
-def feature_scale(train: torch.Tensor, per_dimension: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) that standardise features with the training set's statistics: each dimension's
-    own spread, or with ``per_dimension=False`` one spread for all (the root mean square of theirs)."""
-    std = train.std(dim=0)
-    if not per_dimension:
-        std = std.square().mean().sqrt().expand_as(std)
-    return train.mean(dim=0), std.clamp_min(1e-6)
+def feature_scale(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of each dimension of the training set's features (the spread floored at 1e-6)."""
+    return train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
 
 
-def standardise(train: torch.Tensor, *others: torch.Tensor, per_dimension: bool = True) -> list[torch.Tensor]:
-    """Zero-mean features on a unit scale (``feature_scale``), using the training set's statistics."""
-    mean, std = feature_scale(train, per_dimension)
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Zero-mean, unit-variance features using the training set's statistics (``feature_scale``)."""
+    mean, std = feature_scale(train)
     return [(x - mean) / std for x in (train, *others)]
 
 
@@ -199,17 +195,15 @@ def linear_probe(
     train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
     test_labels: torch.Tensor, num_classes: int, weight_decays: tuple[float, ...] | None = None,
     val_fraction: float = 0.1, seed: int = 0, val_index: torch.Tensor | None = None, metric: str = "top1",
-    balance: bool = False, per_dimension: bool = True,
+    balance: bool = False,
 ) -> LinearProbeResult:
     """Linear evaluation (§4.1) on frozen features.
 
     The L2 strength is chosen by ``metric`` on the training labels alone (``selection_folds``:
     the validation split ``val_index``, or a stratified ``val_fraction`` drawn with ``seed``, or
     cross-validation where that split is too small), then the classifier is refit on the whole
-    training set and scored once on the test set.  ``balance``: class-weighted cross-entropy;
-    ``per_dimension``: how the features are standardised first (``feature_scale``)."""
-    train_features, test_features = standardise(train_features.float(), test_features.float(),
-                                                per_dimension=per_dimension)
+    training set and scored once on the test set.  ``balance``: class-weighted cross-entropy."""
+    train_features, test_features = standardise(train_features.float(), test_features.float())
     train_labels = train_labels.to(train_features.device)
     weight_decays = weight_decays or weight_decays_for(len(train_labels))
     pairs, selection = selection_folds(train_labels.cpu(), val_index, val_fraction, seed)
