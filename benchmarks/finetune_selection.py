@@ -9,14 +9,15 @@ Each candidate (a set of fine-tuning settings, ``CANDIDATES``) fine-tunes the BY
 random init on every seed's label subset (``byol compare --test-fraction 0.2 --protocols linear
 finetune``: each seed's "test" images are a validation split of the development set), and the
 table says, per encoder and label fraction: the mean selection metric of fine-tuning and of
-the probe, how many seeds ended below their own probe, how many predicted a single grade, and
-the fine-tuning seconds.  The stable candidate — none below its probe, none of one grade — that
+the probe, the mean paired difference with its 95 % interval over seeds (Student's t), how many
+seeds ended below their own probe, how many predicted a single grade, and the fine-tuning seconds.  The stable candidate — none below its probe, none of one grade — that
 costs least wins; then the higher mean.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from common import fashion_mnist_npz
 
 from byol import evaluate
+from byol.evaluation.intervals import t_quantile
 
 CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 200 steps, encoder at the head's rate)
     "default": {},
@@ -43,6 +45,14 @@ def one_grade(row: dict) -> bool:
     return sum(1 for column in zip(*row["confusion_matrix"]) if sum(column)) <= 1
 
 
+def seed_interval(differences: list[float]) -> tuple[float, float]:
+    """95 % Student-t interval of the mean of per-seed differences (nan with one seed)."""
+    if len(differences) < 2:
+        return math.nan, math.nan
+    half = t_quantile(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
+    return statistics.mean(differences) - half, statistics.mean(differences) + half
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--byol", required=True, help="the BYOL run directory to fine-tune")
@@ -58,8 +68,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = str(fashion_mnist_npz(out / "fashion-mnist-train.npz", with_test=False)) if args.fashion_mnist else args.data
     ordinal = not args.fashion_mnist
-    lines = ["| candidate | encoder | labels | probe | fine-tuned | below its probe | one grade | fine-tuning s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| candidate | encoder | labels | probe | fine-tuned | fine-tuned − probe [95 %] | below its probe | one grade "
+             "| fine-tuning s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     record = {}
     for name in args.candidates:
         started = time.perf_counter()
@@ -78,8 +88,10 @@ def main() -> None:
                 single = sum(one_grade(rows["finetune", s]) for s in args.seeds)
                 record[f"{name}/{init}/{fraction}"] = {"probe": probe, "finetuned": tuned, "below": below,
                                                        "one_grade": single}
+                low, high = seed_interval([t - p for t, p in zip(tuned, probe)])
                 lines.append(f"| {name} | {init.split('/')[-1]} | {fraction:g} | {statistics.mean(probe):.4f} | "
-                             f"{statistics.mean(tuned):.4f} | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "
+                             f"{statistics.mean(tuned):.4f} | {statistics.mean(tuned) - statistics.mean(probe):+.3f} "
+                             f"[{low:+.3f}, {high:+.3f}] | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "
                              f"{seconds:.0f} (whole comparison) |")
         print("\n".join(lines), flush=True)
     (out / "finetune-selection.md").write_text("\n".join(lines) + "\n")
