@@ -10,8 +10,9 @@ random init on every seed's label subset (``byol compare --test-fraction 0.2 --p
 finetune``: each seed's "test" images are a validation split of the development set), and the
 table says, per encoder and label fraction: the mean selection metric of fine-tuning and of
 the probe, the mean paired difference with its 95 % interval over seeds (Student's t), how many
-seeds ended below their own probe, how many predicted a single grade, and the fine-tuning seconds.  The stable candidate — none below its probe, none of one grade — that
-costs least wins; then the higher mean.
+seeds ended below their own probe, how many predicted a single grade, and the fine-tuning
+seconds.  The stable candidate — none below its probe, none of one grade — that costs least
+wins; then the higher mean.
 """
 from __future__ import annotations
 
