@@ -94,6 +94,27 @@ def test_the_gpu_suite_reads_a_printed_table_into_its_summary():
         "images_per_s": "1,234", "data_wait_percent": 0.2}
 
 
+@pytest.mark.slow
+def test_the_gpu_suite_reads_what_the_step_profiler_prints():
+    """The profiler stage's figures come from the script's real output (a tiny CPU run), so a
+    changed line shows here and not as an empty cell after a GPU lease."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_suite import profile_figures
+
+    printed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--arch", "narrow_resnet",
+                              "--image-size", "16", "--batch-size", "4", "--steps", "1"], capture_output=True,
+                             text=True, check=True).stdout
+    figures = profile_figures(printed, None)
+    assert float(figures["step_ms"]) > 0 and 0 < float(figures["device_busy_ms"])
+    assert 0 < int(figures["busy_percent"]) <= 150 and int(figures["operators_per_step"]) > 100
+    assert len(figures["rows"]) == 15 and all(row["operator"].startswith("aten::") for row in figures["rows"])
+    times = [float(row["ms per step"]) for row in figures["rows"]]
+    assert times == sorted(times, reverse=True)  # the most costly first
+
+
 def test_the_gpu_suite_keeps_its_deadline_and_every_stage_result(tmp_path):
     """Tiny stages under a 3-second deadline: one that finishes, one that fails, one cut at its
     limit (its partial output kept, its figures read from it), one with no time left; after the

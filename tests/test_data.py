@@ -280,9 +280,12 @@ def test_gpu_jpeg_decoding_matches_the_cpu_path(tmp_path):
     save(tmp_path / "plain.png", pixels)  # not a JPEG: decoded on the CPU, then moved
     streamed = load_dataset(tmp_path).prepared(32, stream=True).train
     order = torch.arange(len(streamed))
-    on_gpu = torch.cat([batch.images for batch in streamed.batches(order, 4, "cuda")])
-    on_cpu = torch.cat([batch.images for batch in streamed.batches(order, 4, "cpu")])
-    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 40, 56)
+    gpu_batches, cpu_batches = list(streamed.batches(order, 4, "cuda")), list(streamed.batches(order, 4, "cpu"))
+    on_gpu, on_cpu = torch.cat([b.images for b in gpu_batches]), torch.cat([b.images for b in cpu_batches])
+    # the rotated file stands 56 high: every image is padded to the 56 x 56 canvas, its own size kept
+    assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (8, 3, 56, 56)
+    for gpu, cpu in zip(gpu_batches, cpu_batches):
+        assert torch.equal(gpu.sizes.cpu(), cpu.sizes)
     # nvJPEG and libjpeg differ in their colour conversion by a level or two.
     assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 3
 
