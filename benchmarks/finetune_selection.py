@@ -9,7 +9,8 @@ Each candidate (a set of fine-tuning settings, ``CANDIDATES``) fine-tunes the BY
 random init on every seed's label subset (``byol compare --test-fraction 0.2 --protocols linear
 finetune``: each seed's "test" images are a validation split of the development set), and the
 table says, per encoder and label fraction: the mean selection metric of fine-tuning and of
-the probe, the mean paired difference with its 95 % interval over seeds (Student's t), how many
+the probe, the paired difference with its 95 % interval over the seeds and a paired bootstrap of
+the held-out images (``intervals.paired_difference``, what ``byol compare`` prints), how many
 seeds ended below their own probe, how many predicted a single grade, and the fine-tuning
 seconds.  The stable candidate — none below its probe, none of one grade — that costs least
 wins; then the higher mean.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ from pathlib import Path
 from common import fashion_mnist_npz
 
 from byol import evaluate
-from byol.evaluation.intervals import t_quantile
+from byol.evaluation.intervals import paired_difference
 
 CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 200 steps, encoder at the head's rate)
     "default": {},
@@ -44,14 +44,6 @@ CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 
 def one_grade(row: dict) -> bool:
     """Whether every test image was predicted as one class."""
     return sum(1 for column in zip(*row["confusion_matrix"]) if sum(column)) <= 1
-
-
-def seed_interval(differences: list[float]) -> tuple[float, float]:
-    """95 % Student-t interval of the mean of per-seed differences (nan with one seed)."""
-    if len(differences) < 2:
-        return math.nan, math.nan
-    half = t_quantile(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
-    return statistics.mean(differences) - half, statistics.mean(differences) + half
 
 
 def main() -> None:
@@ -89,10 +81,15 @@ def main() -> None:
                 single = sum(one_grade(rows["finetune", s]) for s in args.seeds)
                 record[f"{name}/{init}/{fraction}"] = {"probe": probe, "finetuned": tuned, "below": below,
                                                        "one_grade": single}
-                low, high = seed_interval([t - p for t, p in zip(tuned, probe)])
+                seeds = args.seeds  # each seed's probe and fine-tuning are scored on the same held-out images
+                difference = paired_difference([rows["finetune", s]["predicted"] for s in seeds],
+                                               [rows["linear", s]["predicted"] for s in seeds],
+                                               [rows["linear", s]["test_labels"] for s in seeds],
+                                               [rows["linear", s]["test_ids"] for s in seeds],
+                                               comparison.num_classes, metric)
                 lines.append(f"| {name} | {init.split('/')[-1]} | {fraction:g} | {statistics.mean(probe):.4f} | "
-                             f"{statistics.mean(tuned):.4f} | {statistics.mean(tuned) - statistics.mean(probe):+.3f} "
-                             f"[{low:+.3f}, {high:+.3f}] | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "
+                             f"{statistics.mean(tuned):.4f} | {difference.estimate:+.3f} [{difference.low:+.3f}, "
+                             f"{difference.high:+.3f}] | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "
                              f"{seconds:.0f} (whole comparison) |")
         print("\n".join(lines), flush=True)
     (out / "finetune-selection.md").write_text("\n".join(lines) + "\n")
