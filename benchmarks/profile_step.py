@@ -49,7 +49,7 @@ def main() -> None:
         step.timed(args.steps)
     events = profiler.key_averages()
     ran = own_times(events, cuda)
-    busy = sum(own for _, own, _ in ran) / args.steps / 1000
+    busy = max(sum(own for _, own, _ in ran) / args.steps / 1000, 1e-9)  # ms; floored: the shares below divide by it
     dispatched = sum(e.count for e in events if e.key.startswith("aten::")) / args.steps
     print(f"{torch.cuda.get_device_name(device) if cuda else 'CPU'}, torch {torch.__version__}; {args.arch}, "
           f"{args.image_size} px, batch {args.batch_size}, {'compiled' if args.compile else 'eager'}, "

@@ -108,8 +108,11 @@ def test_the_gpu_suite_reads_what_the_step_profiler_prints():
                               "--image-size", "16", "--batch-size", "4", "--steps", "1"], capture_output=True,
                              text=True, check=True).stdout
     figures = profile_figures(printed, None)
-    assert float(figures["step_ms"]) > 0 and 0 < float(figures["device_busy_ms"])
-    assert 0 < int(figures["busy_percent"]) <= 150 and int(figures["operators_per_step"]) > 100
+    step, busy = float(figures["step_ms"]), float(figures["device_busy_ms"])
+    assert step > 0 and busy > 0 and int(figures["operators_per_step"]) > 100
+    # the busy share is the busy time over the wall (each printed rounded); on a CPU the profiled
+    # steps run slower than the unprofiled wall, so the share can pass 100 %
+    assert abs(int(figures["busy_percent"]) - 100 * busy / step) <= 1
     assert len(figures["rows"]) == 15 and all(row["operator"].startswith("aten::") for row in figures["rows"])
     times = [float(row["ms per step"]) for row in figures["rows"]]
     assert times == sorted(times, reverse=True)  # the most costly first
