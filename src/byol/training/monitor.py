@@ -91,7 +91,11 @@ def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainC
 
 
 def warn_if_collapsed(spread: float, epoch: int, config: PretrainConfig) -> None:
-    if is_collapsed(spread, config.projection_dim):
+    """Warn of collapse — a fall of the spread — once the warm-up is over.  Before, a low spread is the
+    barely trained network's: on grading sets of similar-looking scans every run started near 0.005
+    at epoch 1 (healthy 0.0625) and rose to 0.03–0.05 by epoch 2 or 3, and a warning there told the
+    user to lower a rate that had not yet done anything (BENCHMARKS.md, "The LARS rate of short runs")."""
+    if epoch > config.warmup_epochs and is_collapsed(spread, config.projection_dim):
         healthy = healthy_spread(config.projection_dim)
         target_advice = f", raise {setting('base_target_momentum')}" if config.method == "byol" else ""
         print(f"byol: warning: epoch {epoch}: the representation is collapsing — the spread of normalised "
