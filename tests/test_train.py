@@ -125,6 +125,9 @@ def test_collapse_is_logged_every_epoch_and_warned_about(tiny_idx, tmp_path, cap
     err = capsys.readouterr().err  # in the warm-up a low spread is the untrained network's, not a collapse
     assert "epoch 1: the representation" not in err and "epoch 2: the representation is collapsing" in err
     assert "epoch 3: the representation is collapsing" in err
+    pretrain(**tiny_settings(tiny_idx, tmp_path / "short-warm-up", epochs=2, warmup_epochs=0.5, linear_probe=False))
+    err = capsys.readouterr().err  # a warm-up shorter than an epoch: still not at the first epoch
+    assert "epoch 1: the representation" not in err and "epoch 2: the representation is collapsing" in err
 
 
 def test_images_from_python_pretrain_and_resume_only_from_python(tmp_path):
@@ -221,9 +224,59 @@ def test_a_labels_only_csv_shows_progress_on_a_validation_split_and_ends_with_a_
                                       image_size=16))
     assert all(isinstance(row["knn_top1"], float) for row in result.metrics)  # the monitor ran every epoch
     assert result.results["scored_on"].startswith("a validation split of 24 labelled images")
-    assert 0 <= result.results["linear_qwk"] <= 1 or result.results["linear_qwk"] < 0
+    assert -1 <= result.results["linear_qwk"] <= 1
     out = capsys.readouterr().out
     assert "on the validation split" in out and "a validation split of 24 labelled images" in out
+    # beside the network it started from, on the same images, with the paired difference
+    r = result.results
+    assert r["gain_balanced_accuracy"] == pytest.approx(r["linear_balanced_accuracy"] -
+                                                        r["start_linear_balanced_accuracy"], abs=1e-9)
+    assert r["gain_low"] <= r["gain_balanced_accuracy"] <= r["gain_high"]
+    assert "the random network it started from, the same probe" in out and "pre-trained − start" in out
+
+
+def test_proxies_of_a_labels_only_csv_with_unlabeled_images_say_validation_and_show_the_start(tmp_path, capsys):
+    """The DRAC layout: labels without a test split, plus a folder of unlabeled images.  Adding the
+    unlabeled images once dropped the validation split's name, so every proxy said "test split"."""
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        save(tmp_path / "unlabeled" / f"u{i:02d}.png", rng.integers(0, 255, (24, 24), dtype=np.uint8), "L")
+    run = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "run", epochs=4, knn_every=0, image_size=16,
+                                   unlabeled=[str(tmp_path / "unlabeled")], choose_augmentations=True))
+    assert len(run.config.unlabeled) == 1 and run.results["scored_on"].startswith("a validation split")
+    for proxy in (tmp_path / "run" / "choice").iterdir():
+        scored_on = json.loads((proxy / "results.json").read_text())["scored_on"]
+        assert scored_on.startswith("a validation split of 24 labelled images"), scored_on
+    assert "| no pre-training: the start, for reference | 0 |" in capsys.readouterr().out
+
+
+def test_the_start_a_run_is_scored_beside_is_the_network_it_started_from(tmp_path):
+    from byol.training.loop import starting_encoder
+
+    run = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "run", epochs=1, image_size=16,
+                                   base_lr=1e-12))  # the weights cannot move: what it saves is its start
+    start = starting_encoder(run.config, 1, 16).state_dict()
+    trained = run.encoder.state_dict()
+    weights = [name for name, value in start.items() if value.ndim == 4]
+    assert weights and all(torch.allclose(start[name], trained[name], atol=1e-6) for name in weights)
+    moved = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "moved", epochs=1, image_size=16)).encoder
+    assert not all(torch.allclose(start[name], moved.state_dict()[name], atol=1e-6) for name in weights)
+    assert "start_linear_top1" not in pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "held", epochs=1,
+                                                               image_size=16, test_fraction=0.2)).results
+
+
+def test_a_run_below_its_start_is_warned_about(capsys):
+    from byol.training.loop import print_results
+
+    results = {"seconds": 60, "scored_on": "a validation split", "knn_top1": 0.5, "knn_k": 5, "linear_top1": 0.5,
+               "linear_balanced_accuracy": 0.4, "linear_qwk": 0.1, "linear_weight_decay": 1e-3,
+               "linear_selection": "5-fold cross-validation", "start_linear_top1": 0.6,
+               "start_linear_balanced_accuracy": 0.6, "start_linear_qwk": 0.4, "gain_balanced_accuracy": -0.2,
+               "gain_low": -0.3, "gain_high": -0.1}
+    print_results(results, PretrainConfig())
+    assert "below the random network it started from" in capsys.readouterr().err
+    print_results({**results, "gain_high": 0.05}, PretrainConfig())
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_the_chance_bound_is_exceeded_by_guessing_about_one_time_in_forty():
@@ -270,7 +323,9 @@ def test_the_chooser_never_sees_the_test_labels(tmp_path, capsys):
             scored_on = json.loads((proxy / "results.json").read_text())["scored_on"]
             assert scored_on.startswith("a validation split of 99 labelled images"), scored_on  # stratified 20 %
     assert len(tables[0]) == 3 and tables[0] == tables[1]
-    assert "no candidate beat chance" not in capsys.readouterr().err  # the grades show: the proxies see them
+    captured = capsys.readouterr()
+    assert "no candidate beat chance" not in captured.err  # the grades show: the proxies see them
+    assert captured.out.count("| no pre-training: the start, for reference | 0 |") == 2  # a row per table
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ evaluation do.  Nothing is ever written into the data folder.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -124,5 +125,5 @@ def with_unlabeled(splits: DataSplits, sources: list[DataSplits]) -> DataSplits:
     else:
         raise DataError(f"{setting('unlabeled')}: combine image folders and CSVs with image folders and CSVs, or "
                         "arrays with arrays of the same shape")
-    labelled = splits.eval_train
-    return DataSplits(splits.name, train, splits.test, splits.classes, labelled_train=labelled)
+    # every other field kept: a validation split stays one (proxies runs once called it "the test split")
+    return replace(splits, train=train, labelled_train=splits.eval_train)

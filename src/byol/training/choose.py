@@ -117,7 +117,15 @@ def choose(config: PretrainConfig, given: dict, dataset: DataSplits, facts: Data
     for row in rows:
         row["chosen"] = row is best
     _save(run, rows)
-    print(choice_table(rows))
+    start = {key: results[key] for key in ("start_linear_balanced_accuracy", "start_linear_qwk", "start_linear_top1")
+             if key in results}  # every proxy starts from the same network: the last one's figures serve
+    print(choice_table(rows, start))
+    if start and best["linear_balanced_accuracy"] < start["start_linear_balanced_accuracy"]:
+        print(f"byol: warning: no candidate's proxy beat the network the proxies started from on the validation split "
+              f"(best balanced accuracy {best['linear_balanced_accuracy']:.1%}, the start's "
+              f"{start['start_linear_balanced_accuracy']:.1%}): pre-training with these views may lose what your "
+              "labels depend on. Look at the views (byol views), try larger views (--time-budget), and check the "
+              "run with byol compare against random init", file=sys.stderr)
     chance, bound = chance_bound(dataset.test.labels)
     if best["linear_balanced_accuracy"] <= bound:
         print(f"byol: warning: no candidate beat chance on the validation split (best balanced accuracy "
@@ -139,7 +147,7 @@ def chance_bound(labels) -> tuple[float, float]:
     return chance, chance + 2 * error
 
 
-def choice_table(rows: list[dict]) -> str:
+def choice_table(rows: list[dict], start: dict | None = None) -> str:
     lines = ["| views (crops from) | proxy epochs | linear balanced acc. | linear QWK | linear top-1 | k-NN top-1 | "
              "seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -147,6 +155,10 @@ def choice_table(rows: list[dict]) -> str:
         lines.append(f"| {row['augmentations']} ({row['crop_min_scale']:g}){mark} | {row['epochs']} | "
                      f"{100 * row['linear_balanced_accuracy']:.2f} | {row['linear_qwk']:.3f} | "
                      f"{100 * row['linear_top1']:.2f} | {100 * row['knn_top1']:.2f} | {row['seconds']:.0f} |")
+    if start:
+        lines.append(f"| no pre-training: the start, for reference | 0 | "
+                     f"{100 * start['start_linear_balanced_accuracy']:.2f} | {start['start_linear_qwk']:.3f} | "
+                     f"{100 * start['start_linear_top1']:.2f} | — | — |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ writes, and how a resume reads it back, is ``base/rundir.py``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -329,13 +330,25 @@ def finish(loop: Loop, row: dict) -> dict:
     done = loop.run.read_results() if log else None
     if done is not None and any(r["epoch"] == config.epochs for r in log.rows):
         return done
+    start = starting_encoder(config, loop.dataset.train.channels, loop.plan.image_size) \
+        if loop.scored_on == "validation" and config.linear_probe and loop.process.is_main else None
     results = frozen_evaluation(encoder, loop.dataset, loop.mean, loop.std, config, loop.plan.image_size,
-                                loop.device, loop.process, probe=config.linear_probe)
+                                loop.device, loop.process, probe=config.linear_probe, start=start)
     if results:
         results["scored_on"] = describe_split(loop)
     if log and not any(r["epoch"] == config.epochs for r in log.rows):
         log.epoch({**row, "knn_top1": results.get("knn_top1", "")})
     return results
+
+
+def starting_encoder(config: PretrainConfig, channels: int, image_size: int) -> torch.nn.Module | None:
+    """The encoder the run started from, built again as ``_set_up`` built it (the seed's random
+    initialisation, or the weights ``init_from`` names); None for an encoder given from Python."""
+    if config.arch == "custom":
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_model(config, channels, image_size).online_encoder
 
 
 def describe_split(loop: Loop) -> str:
@@ -359,3 +372,14 @@ def print_results(results: dict, config: PretrainConfig) -> None:
               f"  (balanced {100 * results['linear_balanced_accuracy']:.2f} %, quadratic kappa "
               f"{results['linear_qwk']:.3f}; L2 {results['linear_weight_decay']:g} chosen by "
               f"{results['linear_selection']} of the training labels)")
+    if "start_linear_top1" in results:
+        start = "weights it started from" if config.init_from else "random network it started from"
+        print(f"  the {start}, the same probe: {100 * results['start_linear_top1']:.2f} %  (balanced "
+              f"{100 * results['start_linear_balanced_accuracy']:.2f} %, quadratic kappa {results['start_linear_qwk']:.3f})")
+        print(f"  pre-trained − start, balanced accuracy: {100 * results['gain_balanced_accuracy']:+.2f} points "
+              f"[{100 * results['gain_low']:+.2f}, {100 * results['gain_high']:+.2f}] (95 %, these images only; "
+              "byol compare --seeds gives a verdict)")
+        if results["gain_high"] < 0:
+            print(f"byol: warning: pre-training left the encoder below the {start} on this validation split: its "
+                  "views may teach it to ignore what your labels depend on. Look at them (byol views), try larger "
+                  "views (--time-budget) or other views (--augmentations)", file=sys.stderr)

@@ -13,7 +13,8 @@ from ..base.errors import UserError
 
 from ..base.errors import setting
 from ..data import DataSplits, ImageSet
-from ..evaluation.frozen import extract_features, knn_accuracy, knn_k_for, linear_probe
+from ..evaluation.frozen import calibrated, extract_features, knn_accuracy, knn_k_for, linear_probe
+from ..evaluation.intervals import paired_difference
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.splits import role_seed, stratified_split
 from ..models.methods import collapse_statistic, healthy_spread, is_collapsed
@@ -64,10 +65,11 @@ def sharded_features(encoder, images: ImageSet, mean, std, image_size: int, devi
 
 
 def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainConfig, image_size: int, device: torch.device,
-                      process: Process, probe: bool) -> dict:
+                      process: Process, probe: bool, start: torch.nn.Module | None = None) -> dict:
     """k-NN (and, with ``probe``, linear-probe) test accuracy on frozen features; {} without
     labelled splits, and on ranks other than 0.  Features are computed by all ranks together,
-    scored by rank 0."""
+    scored by rank 0.  With ``start`` (the network the run started from) and ``probe``, the same
+    probe on its features too, and pre-trained − start in balanced accuracy with its interval."""
     if not dataset.can_evaluate():
         return {}
     labelled = dataset.eval_train
@@ -87,15 +89,41 @@ def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainC
         results.update(linear_top1=result.accuracy, linear_balanced_accuracy=metrics["balanced_accuracy"],
                        linear_qwk=metrics["qwk"], linear_weight_decay=result.weight_decay,
                        linear_val_top1=result.val_score, linear_selection=result.selection)
+    if probe and start is not None:
+        results.update(against_start(start, result.test_scores, dataset, mean, std, config, image_size, device))
     return results
 
 
+def against_start(start: torch.nn.Module, scores: torch.Tensor, dataset: DataSplits, mean, std, config: PretrainConfig,
+                  image_size: int, device: torch.device) -> dict:
+    """The final probe on the features of the network the run started from (its BatchNorm
+    statistics estimated on the labelled training images, as ``byol compare``'s random init), and
+    pre-trained − start in balanced accuracy with a paired bootstrap interval over the scored
+    images.  Where the labels have no test split this is the only reference a run can give: on
+    the fundus-like development set BYOL's steps took the probe below the random network it began
+    from (BENCHMARKS.md, "The LARS rate of short runs")."""
+    labelled, test = dataset.eval_train, dataset.test
+    start = calibrated(start.to(device), labelled, mean, std, image_size, device)
+    train_features = extract_features(start, labelled, mean, std, image_size, device=device)
+    test_features = extract_features(start, test, mean, std, image_size, device=device)
+    reference = linear_probe(train_features, labelled.labels, test_features, test.labels, dataset.num_classes,
+                             seed=config.seed)
+    metrics = classification_metrics(reference.test_scores, test.labels, dataset.num_classes)
+    difference = paired_difference([scores.argmax(1).cpu()], [reference.test_scores.argmax(1).cpu()],
+                                   [test.labels.cpu()], [torch.arange(len(test))], dataset.num_classes,
+                                   "balanced_accuracy", seed=config.seed)
+    return {"start_linear_top1": reference.accuracy, "start_linear_balanced_accuracy": metrics["balanced_accuracy"],
+            "start_linear_qwk": metrics["qwk"], "gain_balanced_accuracy": difference.estimate,
+            "gain_low": difference.low, "gain_high": difference.high}
+
+
 def warn_if_collapsed(spread: float, epoch: int, config: PretrainConfig) -> None:
-    """Warn of collapse — a fall of the spread — once the warm-up is over.  Before, a low spread is the
-    barely trained network's: on grading sets of similar-looking scans every run started near 0.005
-    at epoch 1 (healthy 0.0625) and rose to 0.03–0.05 by epoch 2 or 3, and a warning there told the
-    user to lower a rate that had not yet done anything (BENCHMARKS.md, "The LARS rate of short runs")."""
-    if epoch > config.warmup_epochs and is_collapsed(spread, config.projection_dim):
+    """Warn of collapse — a fall of the spread — from the second epoch and once the warm-up is over.
+    Before, a low spread is the barely trained network's: on grading sets of similar-looking scans
+    every run was near 0.005 at epoch 1 (healthy 0.0625; the chooser's proxies too, whose warm-up
+    is shorter than an epoch) and at 0.03–0.05 by epoch 2, and a warning there told the user to
+    lower a rate that had not yet done anything (BENCHMARKS.md, "The LARS rate of short runs")."""
+    if epoch > max(1.0, config.warmup_epochs) and is_collapsed(spread, config.projection_dim):
         healthy = healthy_spread(config.projection_dim)
         target_advice = f", raise {setting('base_target_momentum')}" if config.method == "byol" else ""
         print(f"byol: warning: epoch {epoch}: the representation is collapsing — the spread of normalised "
