@@ -84,14 +84,21 @@ def frozen_evaluation(encoder, dataset: DataSplits, mean, std, config: PretrainC
                                         k, config.knn_temperature), "knn_k": k}
     if probe:
         print("byol: final evaluation: linear probe, choosing its L2 on the training labels ...", file=sys.stderr)
-        result = linear_probe(train, labelled.labels, test, dataset.test.labels, dataset.num_classes, seed=config.seed)
-        metrics = classification_metrics(result.test_scores, dataset.test.labels, dataset.num_classes)
+        result, metrics = probed(train, test, dataset, config)
         results.update(linear_top1=result.accuracy, linear_balanced_accuracy=metrics["balanced_accuracy"],
                        linear_qwk=metrics["qwk"], linear_weight_decay=result.weight_decay,
                        linear_val_top1=result.val_score, linear_selection=result.selection)
     if probe and start is not None:
         results.update(against_start(start, result.test_scores, dataset, mean, std, config, image_size, device))
     return results
+
+
+def probed(train: torch.Tensor, test: torch.Tensor, dataset: DataSplits, config: PretrainConfig):
+    """The final linear probe on frozen features of the labelled training and the scored images,
+    and its metrics on the scored images."""
+    result = linear_probe(train, dataset.eval_train.labels, test, dataset.test.labels, dataset.num_classes,
+                          seed=config.seed)
+    return result, classification_metrics(result.test_scores, dataset.test.labels, dataset.num_classes)
 
 
 def against_start(start: torch.nn.Module, scores: torch.Tensor, dataset: DataSplits, mean, std, config: PretrainConfig,
@@ -106,9 +113,7 @@ def against_start(start: torch.nn.Module, scores: torch.Tensor, dataset: DataSpl
     start = calibrated(start.to(device), labelled, mean, std, image_size, device)
     train_features = extract_features(start, labelled, mean, std, image_size, device=device)
     test_features = extract_features(start, test, mean, std, image_size, device=device)
-    reference = linear_probe(train_features, labelled.labels, test_features, test.labels, dataset.num_classes,
-                             seed=config.seed)
-    metrics = classification_metrics(reference.test_scores, test.labels, dataset.num_classes)
+    reference, metrics = probed(train_features, test_features, dataset, config)
     difference = paired_difference([scores.argmax(1).cpu()], [reference.test_scores.argmax(1).cpu()],
                                    [test.labels.cpu()], [torch.arange(len(test))], dataset.num_classes,
                                    "balanced_accuracy", seed=config.seed)
