@@ -144,6 +144,49 @@ def test_a_stop_at_every_step_resumes_to_the_same_weights_and_metrics(tiny_idx, 
             [{k: row[k] for k in METRICS} for row in straight.metrics], stop_at
 
 
+def choice_table(run):
+    with (run / "choice.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_uninterrupted_one(
+        tiny_idx, tmp_path, monkeypatch):
+    """SIGTERM at each step of each proxy run (and at the run's own first step), then --resume
+    of the run as the message says: the same proxies (built from the settings the run was asked
+    for — a resumed run's own flags are only --out and --resume), the same choice table, the
+    weights of an uninterrupted run."""
+    import byol.training.step
+
+    settings = dict(epochs=4, batch_size=160, hidden_dim=48, knn_k=7, knn_every=0, choose_augmentations=True)
+    straight = pretrain(**tiny_settings(tiny_idx, tmp_path / "straight", **settings))
+    proxy_steps = 3 * 1 * (320 // 160)  # three candidates (gray images), a quarter of 4 epochs each, 2 steps an epoch
+    original = byol.training.step.TrainStep.__call__
+    for stop_at in range(1, proxy_steps + 2):
+        calls = [0]
+
+        def preempted(self, *args):
+            calls[0] += 1
+            loss = original(self, *args)
+            if calls[0] == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return loss
+
+        run = tmp_path / f"stopped-{stop_at}"
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
+        with pytest.raises(Interrupted) as stopped:
+            pretrain(**tiny_settings(tiny_idx, run, **settings))
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+        if stop_at <= proxy_steps:
+            assert "while choosing the views (proxy " in str(stopped.value), stop_at
+        assert str(stopped.value).endswith(f"continue with: byol pretrain --out {run} --resume"), str(stopped.value)
+        resumed = pretrain(out=str(run), resume=True)
+        assert choice_table(run) == choice_table(tmp_path / "straight"), stop_at
+        assert (resumed.config.augmentations, resumed.config.crop_min_scale) == \
+            (straight.config.augmentations, straight.config.crop_min_scale)
+        assert_same_weights(final_state(run), final_state(tmp_path / "straight"))
+
+
 @pytest.mark.slow
 def test_killed_at_every_flush_and_rename_of_a_checkpoint_a_run_resumes_exactly(tiny_idx, tmp_path):
     """SIGKILL before each file-system operation of the first three checkpoint writes (the first

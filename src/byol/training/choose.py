@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..base.errors import Interrupted
 from ..base.rundir import RunDir, atomic_write
 from ..data import DataSplits
 from ..evaluation.frozen import MIN_VALIDATION
@@ -81,22 +83,25 @@ def validation_splits(dataset: DataSplits, scored_on: str, seed: int) -> DataSpl
     return dataset.split_off(held, exclude=False)
 
 
-def proxy_settings(config: PretrainConfig, given: dict, candidate: Candidate, out: Path) -> dict:
-    """A candidate's proxy run: the user's own settings, ``PROXY_SHARE`` of the run's epochs, the
-    candidate's views; the rest derived for the proxy's length; evaluated once, at its end."""
+def proxy_settings(config: PretrainConfig, asked: PretrainConfig, candidate: Candidate, out: Path) -> dict:
+    """A candidate's proxy run: every setting the run as ``asked`` fixes (so a run resumed while
+    choosing, whose config.yaml holds exactly those, builds the same proxies), ``PROXY_SHARE`` of
+    the run's epochs, the candidate's views; the rest derived for the proxy's length; evaluated
+    once, at its end."""
     epochs = max(1, round(PROXY_SHARE * config.epochs))
-    keep = {name: value for name, value in given.items() if name in PretrainConfig.names()}
+    keep = {name: value for name, value in asked.to_dict().items() if value is not None}
     for name in ("data", "unlabeled", "resume", "stop_after", "epochs", "warmup_epochs", "base_target_momentum",
-                 "out", "overwrite", "knn_every", "test_fraction", "choose_augmentations", "time_budget"):
-        keep.pop(name, None)
+                 "out", "overwrite", "knn_every", "test_fraction", "choose_augmentations", "time_budget", "recipe"):
+        keep.pop(name, None)  # the recipe's values are among the fixed ones; its length-bound ones are derived
     return {**keep, "arch": config.arch, "image_size": config.image_size, "batch_size": config.batch_size,
             "epochs": epochs, "augmentations": candidate.augmentations, "crop_min_scale": candidate.crop_min_scale,
             "knn_every": 0, "linear_probe": True, "choose_augmentations": False, "out": str(out), "overwrite": True}
 
 
-def choose(config: PretrainConfig, given: dict, dataset: DataSplits, facts: DataFacts, run: RunDir,
+def choose(config: PretrainConfig, asked: PretrainConfig, dataset: DataSplits, facts: DataFacts, run: RunDir,
            pretrain) -> tuple[Candidate, list[dict]]:
     """The candidate whose proxy scores best on the validation split, and every candidate's row.
+    ``config``: the run's settings, resolved; ``asked``: as the user asked for them.
     ``pretrain``: ``byol.pretrain`` itself (passed in: this module is part of it)."""
     rows = []
     folder = run.path / "choice"
@@ -106,8 +111,13 @@ def choose(config: PretrainConfig, given: dict, dataset: DataSplits, facts: Data
     for candidate in candidates(facts, config.crop_min_scale):
         out = folder / candidate.name
         done = RunDir(out).read_results()
-        results = done if done and "linear_top1" in done else \
-            pretrain(dataset, **proxy_settings(config, given, candidate, out)).results
+        try:
+            results = done if done and "linear_top1" in done else \
+                pretrain(dataset, **proxy_settings(config, asked, candidate, out)).results
+        except Interrupted as stop:  # the proxy's own message would have the user resume the proxy alone
+            raise Interrupted(f"stopped by {signal.Signals(stop.signal_number).name} while choosing the views "
+                              f"(proxy {candidate.name}); continue with: byol pretrain --out {run.path} --resume",
+                              stop.signal_number) from None
         rows.append({"candidate": candidate.name, "augmentations": candidate.augmentations,
                      "crop_min_scale": candidate.crop_min_scale, "epochs": max(1, round(PROXY_SHARE * config.epochs)),
                      "linear_balanced_accuracy": results["linear_balanced_accuracy"],

@@ -118,8 +118,7 @@ def pretrain(data=None, *, config_file: str | Path | None = None, encoder: torch
                         "pretrain(..., encoder=module, resume=True)")
     process, device = init_process(resolve_device(config.device))
     try:
-        loop, state = _set_up(config, {name: getattr(config, name) for name in given}, run, splits, encoder, process,
-                              device, started)
+        loop, state = _set_up(config, run, splits, encoder, process, device, started)
         result = _train_and_finish(loop, state, commit)
         if process.distributed:
             torch.distributed.barrier()  # every rank done with the group before any tears it down
@@ -129,7 +128,7 @@ def pretrain(data=None, *, config_file: str | Path | None = None, encoder: torch
             torch.distributed.destroy_process_group()
 
 
-def _set_up(config: PretrainConfig, given: dict, run: RunDir, splits: DataSplits | None,
+def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None,
             encoder: torch.nn.Module | None, process: Process, device: torch.device,
             started: float) -> tuple[Loop, LoopState]:
     """The data and every setting it decides (derived, printed; the views chosen on the labels),
@@ -161,7 +160,7 @@ def _set_up(config: PretrainConfig, given: dict, run: RunDir, splits: DataSplits
             run.save_held_out(dataset.test.names or [str(i) for i in range(len(dataset.test))],
                               dataset.test.labels.tolist(), dataset.test.identities())
     if choosing:
-        chosen, _ = choose(resolved, given, validation_splits(dataset, scored_on, resolved.seed), facts, run, pretrain)
+        chosen, _ = choose(resolved, config, validation_splits(dataset, scored_on, resolved.seed), facts, run, pretrain)
         resolved = resolved.replace(augmentations=chosen.augmentations, crop_min_scale=chosen.crop_min_scale)
         plan = dataclasses.replace(plan, config=resolved)
     if process.is_main and not run.has_checkpoint():
