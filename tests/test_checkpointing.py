@@ -189,10 +189,10 @@ def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_u
 
 @pytest.mark.slow
 def test_killed_at_every_flush_and_rename_of_a_checkpoint_a_run_resumes_exactly(tiny_idx, tmp_path):
-    """SIGKILL before each file-system operation of the first three checkpoint writes (the first
-    ever, one beside an earlier last.pt, one at an epoch's end): the resumed run ends with the
-    weights of an uninterrupted one (before the first checkpoint it starts over from its saved
-    settings)."""
+    """SIGKILL before each file-system operation of every checkpoint write of a run (the first
+    ever, one beside an earlier last.pt, one at an epoch's end, and the run's last, after which
+    nothing is written again): the resumed run ends with the weights of an uninterrupted one in
+    last.pt (before the first checkpoint it starts over from its saved settings)."""
     args = lambda run, *extra: flags(tiny_idx, run, "--epochs", "2", "--batch-size", "80", "--checkpoint-every", "2",
                                      "--knn-every", "0", "--no-linear-probe", *extra)  # noqa: E731
     straight = tmp_path / "straight"
@@ -200,14 +200,15 @@ def test_killed_at_every_flush_and_rename_of_a_checkpoint_a_run_resumes_exactly(
     assert counted.returncode == 0, counted.stderr[-2000:]
     operations = int(re.search(r"calls (\d+)", counted.stdout).group(1))
     # flush, rename to next.pt, flush the folder, (last.pt -> previous.pt,) next.pt -> last.pt, flush the folder:
-    first_three = 5 + 6 + 6  # the first ever (no last.pt), an epoch's end (step 4), inside epoch 2 (step 6)
-    assert operations > first_three
-    for number in range(1, first_three + 1):
+    # the first ever (no last.pt), then steps 4 (an epoch's end), 6 (inside epoch 2) and 8 (the run's end)
+    assert operations == 5 + 6 + 6 + 6
+    for number in range(1, operations + 1):
         run = tmp_path / f"killed-{number}"
         killed = run_with_fault("checkpoint-io", number, "SIGKILL", args(run))
         assert killed.returncode == -signal.SIGKILL, (number, killed.stderr[-2000:])
         pretrain(out=str(run), resume=True)  # killed before the first checkpoint existed: it starts over
         assert_same_weights(final_state(run), final_state(straight))
+        assert not (run / "checkpoints" / "next.pt").exists(), number  # the interrupted renames were finished
         assert epochs_logged(run) == [1, 2], number
 
 

@@ -51,6 +51,11 @@ def test_missing_default_dataset_says_how_to_get_it(monkeypatch, tmp_path, capsy
 @pytest.mark.slow
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     assert_one_line_error(run_cli("pretrain", "--out", str(tmp_path / "empty"), "--resume"), "no checkpoint")
+    # killed before its config.yaml was saved: a new run without --resume would refuse the folder, so say --overwrite
+    (tmp_path / "begun" / "checkpoints").mkdir(parents=True)
+    assert_one_line_error(run_cli("pretrain", "--out", str(tmp_path / "begun"), "--resume"),
+                          "holds no checkpoint and no config.yaml (it stopped before either was saved); start it "
+                          "again with --overwrite")
 
 
 def test_eval_commands_score_a_run_and_random_init(tiny_idx, tmp_path):

@@ -106,6 +106,9 @@ class RunDir:
         """A run to continue: checkpointed, or stopped before its first checkpoint (while its
         views were being chosen, say) with its settings saved — it then starts over from them."""
         if not (self.has_checkpoint() or self.config.is_file()):
+            if self.path.is_dir() and any(self.path.iterdir()):  # stopped before its settings were saved
+                raise UserError(f"{setting('resume')}: {self.path} holds no checkpoint and no config.yaml (it stopped "
+                                f"before either was saved); start it again with {setting('overwrite')}")
             raise UserError(f"{setting('resume')}: no checkpoint at {self.last}; start a new run without it")
 
     def create(self, overwrite: bool) -> None:
@@ -144,6 +147,17 @@ class RunDir:
             kept = "the previous checkpoint is intact" if self.last.is_file() else "no checkpoint was written yet"
             raise UserError(f"could not write a checkpoint in {self.last.parent} ({first_line(error)}); {kept}: "
                             "free disk space, then resume") from None
+        if self.last.is_file():
+            os.replace(self.last, self.previous)
+        os.replace(self.next, self.last)
+        fsync_folder(self.last.parent)
+
+    def finish_rotation(self) -> None:
+        """Finish the renames of a ``save_checkpoint`` a kill interrupted: next.pt (whole, or
+        not there: it is written atomically) becomes last.pt, and last.pt previous.pt — else a
+        run resumed from next.pt after its final checkpoint ends with last.pt missing or stale."""
+        if not self.next.is_file():
+            return
         if self.last.is_file():
             os.replace(self.last, self.previous)
         os.replace(self.next, self.last)

@@ -190,6 +190,10 @@ def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run:
     model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config, plan.peak_lr)
     state = LoopState()
+    if process.is_main:
+        run.finish_rotation()
+    if process.distributed:
+        torch.distributed.barrier()  # no rank reads the checkpoints while rank 0 renames them
     if run.has_checkpoint():
         checkpoint = run.load_checkpoint(device)
         model.load_state_dict(checkpoint["model"])
