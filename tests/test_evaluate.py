@@ -172,6 +172,45 @@ def test_compare_repeats_every_cell_per_seed_with_paired_verdicts(tmp_path):
     assert (tmp_path / "subset-1-seed2.csv").is_file()
 
 
+def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Ctrl-C before each (encoder, seed) in turn: run again, the comparison scores only what
+    was not finished, and its rows are the uninterrupted run's; other settings score afresh."""
+    from byol import evaluate
+    from byol.evaluation import compare
+
+    images, labels = graded_arrays()
+    settings = dict(data=(images, labels), protocols=["knn"], seeds=[0, 1], label_fraction=[1.0])
+    straight = evaluate(["random", "pixels"], out=str(tmp_path / "straight"), **settings).rows
+    assert not (tmp_path / "straight" / "compare.parts").exists()  # the tables are the record
+    original, calls, stop_at = compare.evaluate_encoder, [], [0]
+
+    def scored(name, encoder, data, config, device, split, cache):
+        calls.append((name, split.seed))
+        if len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        return original(name, encoder, data, config, device, split, cache)
+
+    def stopped_then_again(out, stop, **changes):
+        calls.clear()
+        stop_at[0] = stop
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(["random", "pixels"], out=out, **settings)
+        calls.clear()
+        stop_at[0] = 0
+        return evaluate(["random", "pixels"], out=out, **{**settings, **changes}).rows
+
+    monkeypatch.setattr(compare, "evaluate_encoder", scored)
+    for stop in range(1, 5):  # before each of 2 encoders x 2 seeds
+        rows = stopped_then_again(str(tmp_path / f"stopped-{stop}"), stop)
+        assert len(calls) == 4 - (stop - 1), (stop, calls)  # the finished ones were kept
+        for row, expected in zip(rows, straight, strict=True):
+            assert {k: v for k, v in row.items() if k not in ("predicted", "test_labels", "test_ids")} == \
+                {k: v for k, v in expected.items() if k not in ("predicted", "test_labels", "test_ids")}
+            assert torch.equal(row["predicted"], expected["predicted"])
+    stopped_then_again(str(tmp_path / "changed"), 3, knn_k=3)
+    assert len(calls) == 4  # another setting: nothing of the stopped run is used
+
+
 def test_no_choice_of_any_protocol_depends_on_the_test_labels(tmp_path):
     """The same training images and labels; the test images' labels true, then shuffled: every
     choice (the probe's L2 and its score, k, the fine-tuning epoch) and every prediction must be

@@ -6,6 +6,9 @@ The protocols are libraries of their own (``frozen.py``: k-NN and the linear pro
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +18,7 @@ from torch import nn
 
 from ..base.device import resolve_device
 from ..base.errors import setting
-from ..base.rundir import RunDir
+from ..base.rundir import RunDir, atomic_write
 from ..models.weights import Pixels, encoder_config_of, load_weights
 from ..settings.mechanism import option, require
 from ..settings.options import DataOptions, DeviceOption, KnnOptions
@@ -231,11 +234,14 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
         for split in splits:
             for fraction, (fit, val) in split.labels.items():
                 write_subset(out / f"subset-{fraction:g}-seed{split.seed}.csv", labelled.pool, split.roles, fit, val)
-    rows, caches = [], {}
-    for split in splits:
-        for number, name in enumerate(config.init):
-            rows += evaluate_encoder(name, loader.for_seed(number, split.seed), labelled, config, device, split,
-                                     caches.setdefault(loader.key(number, split.seed), {}))
+    parts = out / f"{stem}.parts"
+    try:
+        rows = _score_all(config, labelled, loader, splits, device, parts)
+    except KeyboardInterrupt:
+        kept = len(list(parts.glob("*.pt"))) if parts.is_dir() else 0
+        print(f"byol: stopped: {kept} of {len(splits) * len(config.init)} encoder × seed scorings are kept in "
+              f"{parts}; the same command goes on from them", file=sys.stderr)
+        raise
     notes = labelled.notes + tuple(seen_note(name, seen, labelled, splits) for name, run in runs
                                    if (seen := run.read_seen()) is not None)
     comparison = Comparison(rows, config.selection_metric, len(labelled.classes), notes)
@@ -244,4 +250,51 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
                   f"{len(labelled.pool)} labelled images; selection metric {config.selection_metric}; "
                   f"seeds {', '.join(map(str, config.seeds))}.")
     print(f"byol: results in {out / stem}.csv and .md")
+    shutil.rmtree(parts, ignore_errors=True)  # the tables are the record now
     return comparison
+
+
+def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, splits: list[SeedSplit],
+               device: torch.device, parts: Path) -> list[dict]:
+    """Every encoder's rows for every seed; each (encoder, seed) saved in ``parts`` as it ends, and
+    taken from there when an interrupted run of the same comparison left it (``finished_part``)."""
+    rows, caches = [], {}
+    for split in splits:
+        for number, name in enumerate(config.init):
+            encoder = loader.for_seed(number, split.seed)
+            part, key = parts / f"{number}-seed{split.seed}.pt", fingerprint(config, labelled, encoder)
+            done = finished_part(part, key)
+            if done is None:
+                done = evaluate_encoder(name, encoder, labelled, config, device, split,
+                                        caches.setdefault(loader.key(number, split.seed), {}))
+                parts.mkdir(exist_ok=True)
+                atomic_write(part, lambda temporary: torch.save({"key": key, "rows": done}, temporary))
+            else:
+                print(f"byol: {name}, seed {split.seed}: scored before this comparison was stopped; kept "
+                      f"({part})", file=sys.stderr)
+            rows += done
+    return rows
+
+
+def fingerprint(config: EvalConfig, labelled: LabelledData, encoder: nn.Module) -> str:
+    """What one encoder's rows for one seed depend on: every setting but where the tables go and
+    the device, the labelled images (by identity) and their labels, and the encoder's weights."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in config.to_dict().items() if k not in ("out", "device")},
+                                       sort_keys=True, default=str).encode())
+    tensors = [labelled.pool.identities(), labelled.pool.labels, *encoder.state_dict().values()]
+    if labelled.fixed_test is not None:
+        tensors += [labelled.fixed_test.identities(), labelled.fixed_test.labels]
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def finished_part(path: Path, key: str) -> list[dict] | None:
+    """The rows an interrupted run of the same comparison saved for this encoder and seed
+    (``evaluate`` writes one file per encoder and seed as it goes, and removes them at the end);
+    None when there are none, or they belong to other settings, data or weights."""
+    try:
+        saved = torch.load(path, weights_only=False)
+    except Exception:  # absent, or cut short: score again
+        return None
+    return saved["rows"] if isinstance(saved, dict) and saved.get("key") == key else None
