@@ -211,6 +211,21 @@ def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_
     assert len(calls) == 4  # another setting: nothing of the stopped run is used
 
 
+def test_a_comparison_that_cannot_keep_its_parts_still_ends(tmp_path, monkeypatch, capsys):
+    from byol import evaluate
+    from byol.evaluation import compare
+
+    def full_disk(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compare, "atomic_write", full_disk)
+    images, labels = graded_arrays()
+    comparison = evaluate(["random", "pixels"], data=(images, labels), protocols=["knn"], seeds=[0],
+                          label_fraction=[1.0], out=str(tmp_path))
+    assert len(comparison.rows) == 2 and (tmp_path / "compare.md").is_file()
+    assert "could not keep random, seed 0" in capsys.readouterr().err
+
+
 def test_no_choice_of_any_protocol_depends_on_the_test_labels(tmp_path):
     """The same training images and labels; the test images' labels true, then shuffled: every
     choice (the probe's L2 and its score, k, the fine-tuning epoch) and every prediction must be

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..base.device import resolve_device
-from ..base.errors import setting
+from ..base.errors import first_line, setting
 from ..base.rundir import RunDir, atomic_write
 from ..models.weights import Pixels, encoder_config_of, load_weights
 from ..settings.mechanism import option, require
@@ -267,8 +267,12 @@ def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, spl
             if done is None:
                 done = evaluate_encoder(name, encoder, labelled, config, device, split,
                                         caches.setdefault(loader.key(number, split.seed), {}))
-                parts.mkdir(exist_ok=True)
-                atomic_write(part, lambda temporary: torch.save({"key": key, "rows": done}, temporary))
+                try:
+                    parts.mkdir(exist_ok=True)
+                    atomic_write(part, lambda temporary: torch.save({"key": key, "rows": done}, temporary))
+                except OSError as error:  # a full disk: the comparison goes on, only a restart would lose more
+                    print(f"byol: warning: could not keep {name}, seed {split.seed} in {parts} ({first_line(error)});"
+                          " the comparison goes on, but a stop now would score it again", file=sys.stderr)
             else:
                 print(f"byol: {name}, seed {split.seed}: scored before this comparison was stopped; kept "
                       f"({part})", file=sys.stderr)
