@@ -137,8 +137,9 @@ class RunDir:
 
     def save_checkpoint(self, state: dict) -> None:
         """The new state goes to next.pt (complete, or not there at all); then last.pt becomes
-        previous.pt and next.pt last.pt.  A kill between those renames leaves next.pt, which
-        ``load_checkpoint`` reads first: the newest complete state is never skipped."""
+        previous.pt and next.pt last.pt (``rotate``).  A kill between those renames leaves
+        next.pt, which a resumed run rotates into place before it reads: the newest complete
+        state is never skipped."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
         try:
@@ -147,15 +148,13 @@ class RunDir:
             kept = "the previous checkpoint is intact" if self.last.is_file() else "no checkpoint was written yet"
             raise UserError(f"could not write a checkpoint in {self.last.parent} ({first_line(error)}); {kept}: "
                             "free disk space, then resume") from None
-        if self.last.is_file():
-            os.replace(self.last, self.previous)
-        os.replace(self.next, self.last)
-        fsync_folder(self.last.parent)
+        self.rotate()
 
-    def finish_rotation(self) -> None:
-        """Finish the renames of a ``save_checkpoint`` a kill interrupted: next.pt (whole, or
-        not there: it is written atomically) becomes last.pt, and last.pt previous.pt — else a
-        run resumed from next.pt after its final checkpoint ends with last.pt missing or stale."""
+    def rotate(self) -> None:
+        """next.pt (whole, or not there: it is written atomically) becomes last.pt, and last.pt
+        previous.pt: the end of every ``save_checkpoint``, and before a resumed run reads — where
+        it finishes the renames a kill interrupted (else a run resumed from next.pt after its
+        final checkpoint ends with last.pt missing or stale)."""
         if not self.next.is_file():
             return
         if self.last.is_file():

@@ -191,7 +191,7 @@ def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run:
     optimizer = build_optimizer(model, config, plan.peak_lr)
     state = LoopState()
     if process.is_main:
-        run.finish_rotation()
+        run.rotate()  # finish the renames of a checkpoint a kill interrupted
     if process.distributed:
         torch.distributed.barrier()  # no rank reads the checkpoints while rank 0 renames them
     if run.has_checkpoint():
