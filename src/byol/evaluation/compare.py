@@ -258,11 +258,11 @@ def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, spl
                device: torch.device, parts: Path) -> list[dict]:
     """Every encoder's rows for every seed; each (encoder, seed) saved in ``parts`` as it ends, and
     taken from there when an interrupted run of the same comparison left it (``finished_part``)."""
-    rows, caches = [], {}
+    rows, caches, common = [], {}, fingerprint(config, labelled)
     for split in splits:
         for number, name in enumerate(config.init):
             encoder = loader.for_seed(number, split.seed)
-            part, key = parts / f"{number}-seed{split.seed}.pt", fingerprint(config, labelled, encoder)
+            part, key = parts / f"{number}-seed{split.seed}.pt", weights_key(common, encoder)
             done = finished_part(part, key)
             if done is None:
                 done = evaluate_encoder(name, encoder, labelled, config, device, split,
@@ -280,17 +280,26 @@ def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, spl
     return rows
 
 
-def fingerprint(config: EvalConfig, labelled: LabelledData, encoder: nn.Module) -> str:
-    """What one encoder's rows for one seed depend on: every setting but where the tables go and
-    the device, the labelled images (by identity) and their labels, and the encoder's weights."""
+def fingerprint(config: EvalConfig, labelled: LabelledData):
+    """What every encoder's rows depend on: every setting but where the tables go and the device,
+    and the labelled images (by identity) with their labels; ``weights_key`` adds the encoder."""
     digest = hashlib.sha256(json.dumps({k: v for k, v in config.to_dict().items() if k not in ("out", "device")},
                                        sort_keys=True, default=str).encode())
-    tensors = [labelled.pool.identities(), labelled.pool.labels, *encoder.state_dict().values()]
+    tensors = [labelled.pool.identities(), labelled.pool.labels]
     if labelled.fixed_test is not None:
         tensors += [labelled.fixed_test.identities(), labelled.fixed_test.labels]
+    return _hashed(digest, tensors)
+
+
+def weights_key(common, encoder: nn.Module) -> str:
+    """The key of one encoder's rows for one seed: ``common`` (``fingerprint``) and its weights."""
+    return _hashed(common.copy(), encoder.state_dict().values()).hexdigest()
+
+
+def _hashed(digest, tensors):
     for tensor in tensors:
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return digest
 
 
 def finished_part(path: Path, key: str) -> list[dict] | None:
