@@ -131,26 +131,3 @@ def write_dicom(path: Path, stored: np.ndarray, slope: float = 1.0, intercept: f
     dataset.PixelData = stored.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
-
-
-def labelled_csv(root, n=120, side=24):
-    """A labelled CSV of gray images whose grade is how much of the picture is dark, no test split."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        grade = i % 3
-        pixels = rng.integers(120, 255, (side, side), dtype=np.uint8)
-        pixels[: side * grade // 3] //= 4
-        save(root / "images" / f"{i:03d}.png", pixels, "L")
-        rows.append((f"images/{i:03d}.png", grade))
-    write_csv(root / "grades.csv", rows)
-    return root / "grades.csv"
-
-
-def budget_times(monkeypatch):
-    """Step times measured as 4 s at 64 px and 6 s at 96 px, whatever this machine does: a budget
-    of 5 minutes then plans 12 and 8 epochs of 3 steps, and the run, far faster, is never cut."""
-    from byol.training import budget as budget_module
-
-    monkeypatch.setattr(budget_module, "step_and_feature_seconds",
-                        lambda config, *args: ({64: 4.0, 96: 6.0}[config.image_size], 1e-6, 0.0))

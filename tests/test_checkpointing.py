@@ -188,47 +188,6 @@ def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_u
 
 
 @pytest.mark.slow
-def test_stopped_while_choosing_the_view_size_a_resumed_run_keeps_the_budgets_plan(tmp_path, monkeypatch):
-    """A time budget with the size chosen on the labels, SIGTERM at a step of each size's proxy and
-    of the views' proxies: the resumed run follows the plan made at the start (not one measured
-    again), so it ends with the uninterrupted run's tables, size, views and weights."""
-    import byol.training.step
-    from conftest import budget_times, labelled_csv
-
-    budget_times(monkeypatch)
-    data = labelled_csv(tmp_path / "data", side=96)
-    settings = {**tiny_settings(data, None, time_budget="5m", choose_augmentations=True), "epochs": None,
-                "knn_every": None, "warmup_epochs": None}
-    straight = pretrain(**{**settings, "out": str(tmp_path / "straight")})
-    original = byol.training.step.TrainStep.__call__
-    for stop_at in (2, 3 * 3 + 2, 3 * 3 + 2 * 3 + 2):  # in the 64-px proxy, the 96-px one, a views proxy
-        calls = [0]
-
-        def preempted(self, *args):
-            calls[0] += 1
-            loss = original(self, *args)
-            if calls[0] == stop_at:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return loss
-
-        run = tmp_path / f"stopped-{stop_at}"
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
-        with pytest.raises(Interrupted):
-            pretrain(**{**settings, "out": str(run)})
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
-        monkeypatch.setattr("byol.training.budget.step_and_feature_seconds", None)  # measuring again would fail
-        resumed = pretrain(out=str(run), resume=True)
-        budget_times(monkeypatch)
-        for table in ("size-choice.csv", "choice.csv"):
-            with (run / table).open() as mine, (tmp_path / "straight" / table).open() as theirs:
-                assert [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(mine)] == \
-                    [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(theirs)], stop_at
-        assert (resumed.config.image_size, resumed.config.augmentations, resumed.config.epochs) == \
-            (straight.config.image_size, straight.config.augmentations, straight.config.epochs)
-        assert_same_weights(final_state(run), final_state(tmp_path / "straight"))
-
-
-@pytest.mark.slow
 def test_killed_at_every_flush_and_rename_of_a_checkpoint_a_run_resumes_exactly(tiny_idx, tmp_path):
     """SIGKILL before each file-system operation of every checkpoint write of a run (the first
     ever, one beside an earlier last.pt, one at an epoch's end, and the run's last, after which

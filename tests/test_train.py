@@ -9,7 +9,7 @@ import yaml
 
 from byol import PretrainConfig, load_encoder, pretrain
 from byol.base.errors import UserError
-from conftest import budget_times, labelled_csv, save, small_class_folder, tiny_settings, write_csv
+from conftest import save, small_class_folder, tiny_settings, write_csv
 
 
 def test_run_directory_has_everything_it_promises(tiny_idx, tmp_path):
@@ -205,6 +205,20 @@ def test_init_from_takes_a_torchvision_state_dict_for_gray_and_rgb_data(tiny_idx
         assert "fc.weight" not in encoder.state_dict()
 
 
+def labelled_csv(root, n=120, side=24):
+    """A labelled CSV of gray images whose grade is how much of the picture is dark, no test split."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        grade = i % 3
+        pixels = rng.integers(120, 255, (side, side), dtype=np.uint8)
+        pixels[: side * grade // 3] //= 4
+        save(root / "images" / f"{i:03d}.png", pixels, "L")
+        rows.append((f"images/{i:03d}.png", grade))
+    write_csv(root / "grades.csv", rows)
+    return root / "grades.csv"
+
+
 def test_a_labels_only_csv_shows_progress_on_a_validation_split_and_ends_with_a_number(tmp_path, capsys):
     result = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "run", epochs=2, knn_every=1, knn_k=5,
                                       image_size=16))
@@ -347,72 +361,26 @@ def test_a_run_slower_than_measured_ends_by_the_budgets_deadline(tiny_idx, tmp_p
     assert result.results["linear_top1"] > 0 and seconds <= 1.2 * 30, seconds
 
 
-def test_the_view_size_is_chosen_by_the_best_proxy_of_each_size(tmp_path):
-    """choose_size with proxies stubbed: the size whose proxy scores best (balanced accuracy, then
-    k-NN, then the larger), each proxy at its size with a quarter of that size's epochs, the table
-    saved; a finished proxy is read back instead of run again."""
-    from types import SimpleNamespace
+def test_a_run_whose_views_took_longer_to_choose_is_shortened_to_decay_within_its_budget(capsys):
+    """The budget's arithmetic after choosing: what is left until the deadline (the budget less the
+    final evaluation's seconds), in whole epochs of the measured length, at most those planned;
+    the settings bound to the length derived again for it; a run that did not choose keeps its
+    plan, and the deadline cuts it if it must."""
+    from byol.settings.recipes import DataFacts, resolve
+    from byol.training.budget import BudgetPlan
 
-    from byol.base.rundir import RunDir
-    from byol.training.choose import PROXY_SHARE, SIZE_VIEWS, choose_size
-
-    run = RunDir(tmp_path / "run")
-    run.create(False)
-    asked = PretrainConfig(data="x.csv", out=str(run.path), time_budget="5m")
-    configs = {64: asked.replace(image_size=64, epochs=40, batch_size=32),
-               128: asked.replace(image_size=128, epochs=12, batch_size=32),
-               224: asked.replace(image_size=224, epochs=8, batch_size=32)}
-    scores = {64: (0.50, 0.40), 128: (0.70, 0.40), 224: (0.70, 0.30)}  # 128 and 224 tie; 128's k-NN is better
-    calls = []
-
-    def fake_pretrain(dataset, **settings):
-        calls.append(settings)
-        balanced, knn = scores[settings["image_size"]]
-        return SimpleNamespace(results={"linear_balanced_accuracy": balanced, "linear_qwk": balanced,
-                                        "linear_top1": balanced, "knn_top1": knn, "seconds": 1.0,
-                                        "start_linear_balanced_accuracy": 0.45})
-
-    splits = SimpleNamespace(test=list(range(24)))
-    size, rows = choose_size(configs, asked, splits, run, fake_pretrain)
-    assert size == 128 and [row["chosen"] for row in rows] == [False, True, False]
-    assert [(c["image_size"], c["epochs"], c["augmentations"], c["crop_min_scale"]) for c in calls] == \
-        [(s, round(PROXY_SHARE * configs[s].epochs), SIZE_VIEWS.augmentations, SIZE_VIEWS.crop_min_scale)
-         for s in (64, 128, 224)]
-    assert all(c["out"] == str(run.path / "choice" / f"{c['image_size']}px" / SIZE_VIEWS.name) for c in calls)
-    with (run.path / "size-choice.csv").open() as handle:
-        assert [row["image_size"] for row in csv.DictReader(handle)] == ["64", "128", "224"]
-    scores[224] = (0.71, 0.30)
-    finished = RunDir(run.path / "choice" / "128px" / SIZE_VIEWS.name)
-    finished.path.mkdir(parents=True)
-    finished.save_results({"linear_balanced_accuracy": 0.9, "linear_qwk": 0.9, "linear_top1": 0.9, "knn_top1": 0.5,
-                           "seconds": 1.0})
-    calls.clear()
-    assert choose_size(configs, asked, splits, run, fake_pretrain)[0] == 128  # its saved 0.9, not a new run
-    assert [c["image_size"] for c in calls] == [64, 224]
-
-
-def test_with_a_time_budget_and_labels_the_size_is_chosen_and_the_run_trains_at_it(tmp_path, monkeypatch, capsys):
-    """96-px images with labels, a time budget: one proxy per size, the views then chosen at the
-    size chosen (its size proxy reused), and the run decoded, built and trained at that size."""
-    budget_times(monkeypatch)
-    settings = {**tiny_settings(labelled_csv(tmp_path, side=96), tmp_path / "run", time_budget="5m",
-                                choose_augmentations=True), "epochs": None, "knn_every": None, "warmup_epochs": None}
-    result = pretrain(**settings)
-    run = tmp_path / "run"
-    with (run / "size-choice.csv").open() as handle:
-        sizes = list(csv.DictReader(handle))
-    assert [row["image_size"] for row in sizes] == ["64", "96"]
-    chosen = [int(row["image_size"]) for row in sizes if row["chosen"] == "True"]
-    assert chosen == [result.config.image_size] == [yaml.safe_load((run / "config.yaml").read_text())["image_size"]]
-    for row in sizes:  # each size's proxy decoded and trained at its size
-        proxy = yaml.safe_load((run / "choice" / f"{row['image_size']}px" / "geometric-crop-0.3" / "config.yaml")
-                               .read_text())
-        assert proxy["image_size"] == int(row["image_size"]) and proxy["epochs"] == int(row["epochs"]) >= 2
-    views = {path.name for path in (run / "choice" / f"{chosen[0]}px").iterdir()}
-    assert views == {"full-crop-0.08", "geometric-crop-0.3", "geometric-crop-0.6"}
-    with (run / "choice.csv").open() as handle:
-        reused = next(row for row in csv.DictReader(handle) if row["candidate"] == "geometric-crop-0.3")
-    size_row = next(row for row in sizes if row["chosen"] == "True")
-    assert reused["linear_balanced_accuracy"] == size_row["linear_balanced_accuracy"]
-    assert load_encoder(run / "encoder.safetensors").encoder_config["image_size"] == chosen[0]
-    assert "choosing the view size on a validation split of 24 labelled images" in capsys.readouterr().err
+    facts = DataFacts(1_000, 512, 1, 8, True, "cpu")
+    asked = PretrainConfig(data="x.csv", time_budget="10m", image_size=64, epochs=40)
+    planned = resolve(asked, facts)[0].replace(augmentations="geometric", crop_min_scale=0.3, mean=(0.4,), std=(0.2,))
+    plan = BudgetPlan(asked, [], final_seconds=30.0, epoch_seconds=10.0)
+    started = 1_000.0
+    config, deadline = plan.length(planned, facts, started, now=started + 400.0, shorten=True)
+    assert deadline == started + 600 - 30
+    assert config.epochs == 17  # (570 - 400) / 10
+    assert (config.augmentations, config.crop_min_scale, config.mean, config.image_size) == \
+        ("geometric", 0.3, (0.4,), 64)  # what was chosen is kept
+    assert config.warmup_epochs == round(17 / 16, 3) and config.knn_every == 17 // 4  # derived for 17 epochs
+    assert "17 epochs instead of 40" in capsys.readouterr().err
+    assert plan.length(planned, facts, started, now=started + 10.0, shorten=True)[0] is planned  # time enough
+    assert plan.length(planned, facts, started, now=started + 400.0, shorten=False)[0] is planned
+    assert plan.length(planned, facts, started, now=started + 569.0, shorten=True)[0].epochs == 1

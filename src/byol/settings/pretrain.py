@@ -112,9 +112,7 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                                                "--augmentations and --crop-min-scale are not given (the table is "
                                                "saved as choice.csv)")
     time_budget: str | None = option(None, "wall-clock minutes for pre-training, views chosen included (e.g. 15m): "
-                                     "the epochs are set from step times measured at the start, and the view size "
-                                     "(image files, --image-size open) is chosen on the labels by a proxy run per "
-                                     "size at equal time, or without labels is the largest that gets 20 epochs "
+                                     "the view size and the epochs are set from step times measured at the start "
                                      "[default: none; the recipe's epochs]")
     test_fraction: float = option(0.0, "labelled data without a test split: hold this stratified share out as a "
                                   "test split that pre-training never sees (the held-out set-up; byol compare scores "

@@ -62,12 +62,12 @@ def default_arch(facts: DataFacts, image_size: int | None = None) -> tuple[str, 
     return "resnet18", "a GPU: ResNet-18 with the small stem for small images, as CIFAR recipes"
 
 
-# A time budget (--time-budget) on image files: the view sizes it may spend its time on, and,
-# where there are no labels to choose the size on (``choose.choose_size``), the fewest epochs
-# worth a larger view.  Measured at equal wall-clock on validation splits of the development sets
-# (BENCHMARKS.md, "Resolution or epochs"): the OCTA-like scans did best at 64 px with the most
-# epochs, the fundus-like images were at chance there and best at 128–224 px; 20 epochs is the
-# compromise that fell to chance on neither.
+# A time budget (--time-budget) on image files: the view sizes it may spend its time on, and
+# the fewest epochs worth a larger view.  Measured at equal wall-clock on validation splits of
+# the development sets (BENCHMARKS.md, "Resolution or epochs"): the OCTA-like scans did best at
+# 64 px with the most epochs, the fundus-like images were at chance there and best at 128–224 px;
+# 20 epochs is the compromise that fell to chance on neither.  Choosing the size on the labels,
+# as the views are chosen, would serve both.
 BUDGET_SIZES = (64, 96, 128, 224)
 BUDGET_MIN_EPOCHS = 20
 

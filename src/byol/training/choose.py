@@ -11,14 +11,6 @@ proxies never see it.  The best candidate (linear
 balanced accuracy; the k-NN's on a tie) trains the run, with a warning when none beat chance by
 two standard errors.  The table is printed and saved as choice.csv in the run directory, the
 proxies under choice/ (a resumed run reuses finished ones).
-
-With a time budget and the view size open (image files), the size is chosen first, the same way:
-one proxy per size the budget affords (``SIZE_VIEWS``), each given the same share of the time
-the run would train at that size, so a larger view pays for its detail in epochs.  On the
-development grading sets the answer differed by kind — OCTA-like scans did best at 64 px with the
-most epochs, fundus-like images were at chance there and best at 128 px or more (BENCHMARKS.md,
-"Resolution or epochs") — so no fixed rule serves both.  The views are then chosen at that size
-(choice/SIZEpx/), its ``SIZE_VIEWS`` proxy reused; the table is size-choice.csv.
 """
 from __future__ import annotations
 
@@ -53,11 +45,6 @@ class Candidate:
     @property
     def name(self) -> str:
         return f"{self.augmentations}-crop-{self.crop_min_scale:g}"
-
-
-# The views every view size is tried with: geometry alone, crops from 0.3 — chosen by the proxies
-# of both development grading sets at every size measured, and never below their start.
-SIZE_VIEWS = Candidate("geometric", 0.3)
 
 
 def candidates(facts: DataFacts, recipe_crop: float) -> list[Candidate]:
@@ -111,61 +98,35 @@ def proxy_settings(config: PretrainConfig, asked: PretrainConfig, candidate: Can
             "knn_every": 0, "linear_probe": True, "choose_augmentations": False, "out": str(out), "overwrite": True}
 
 
-def proxy(config: PretrainConfig, asked: PretrainConfig, candidate: Candidate, dataset: DataSplits, out: Path,
-          run: RunDir, pretrain) -> dict:
-    """The results of ``candidate``'s proxy run in ``out`` (a finished one's, read back)."""
-    done = RunDir(out).read_results()
-    if done and "linear_top1" in done:
-        return done
-    try:
-        return pretrain(dataset, **proxy_settings(config, asked, candidate, out)).results
-    except Interrupted as stop:  # the proxy's own message would have the user resume the proxy alone
-        raise Interrupted(f"stopped by {signal.Signals(stop.signal_number).name} while choosing the views "
-                          f"(proxy {out.relative_to(run.path / 'choice')}); continue with: byol pretrain --out "
-                          f"{run.path} --resume", stop.signal_number) from None
-
-
-def choose_size(configs: dict[int, PretrainConfig], asked: PretrainConfig, dataset: DataSplits, run: RunDir,
-                pretrain) -> tuple[int, list[dict]]:
-    """The view size whose ``SIZE_VIEWS`` proxy scores best on the validation split (the larger on a
-    tie), and every size's row.  ``configs``: the run's settings, resolved at each size with the
-    epochs the budget affords it there; ``dataset``: not yet decoded (each proxy decodes its size)."""
-    print(f"byol: choosing the view size on a validation split of {len(dataset.test)} labelled images: "
-          f"{len(configs)} proxy runs ({', '.join(f'{size} px' for size in configs)}), {SIZE_VIEWS.augmentations} "
-          f"views with crops from {SIZE_VIEWS.crop_min_scale:g}, each {PROXY_SHARE:.0%} of the epochs the budget "
-          "affords that size (set --image-size to skip this)", file=sys.stderr)
-    rows = []
-    for size, config in configs.items():
-        results = proxy(config, asked, SIZE_VIEWS, dataset, run.path / "choice" / f"{size}px" / SIZE_VIEWS.name,
-                        run, pretrain)
-        rows.append({"image_size": size, **_row(SIZE_VIEWS, config, results),
-                     "start_linear_balanced_accuracy": results.get("start_linear_balanced_accuracy", math.nan)})
-    best = max(rows, key=lambda row: (row["linear_balanced_accuracy"], row["knn_top1"], row["image_size"]))
-    for row in rows:
-        row["chosen"] = row is best
-    _save(run.path / "size-choice.csv", rows)
-    print(choice_table(rows, size=True))
-    return best["image_size"], rows
-
-
 def choose(config: PretrainConfig, asked: PretrainConfig, dataset: DataSplits, facts: DataFacts, run: RunDir,
-           pretrain, folder: Path | None = None) -> tuple[Candidate, list[dict]]:
+           pretrain) -> tuple[Candidate, list[dict]]:
     """The candidate whose proxy scores best on the validation split, and every candidate's row.
     ``config``: the run's settings, resolved; ``asked``: as the user asked for them.
-    ``pretrain``: ``byol.pretrain`` itself (passed in: this module is part of it).  ``folder``:
-    where the proxies run (default: RUN/choice)."""
+    ``pretrain``: ``byol.pretrain`` itself (passed in: this module is part of it)."""
     rows = []
-    folder = folder or run.path / "choice"
+    folder = run.path / "choice"
     print(f"byol: choosing the views on a validation split of {len(dataset.test)} labelled images: "
-          f"{len(candidates(facts, config.crop_min_scale))} proxy runs of {PROXY_SHARE:.0%} of the epochs each at "
-          f"{config.image_size} px (set --augmentations and --crop-min-scale to skip this)", file=sys.stderr)
+          f"{len(candidates(facts, config.crop_min_scale))} proxy runs of {PROXY_SHARE:.0%} of the epochs each "
+          f"(set --augmentations and --crop-min-scale to skip this)", file=sys.stderr)
     for candidate in candidates(facts, config.crop_min_scale):
-        results = proxy(config, asked, candidate, dataset, folder / candidate.name, run, pretrain)
-        rows.append(_row(candidate, config, results))
+        out = folder / candidate.name
+        done = RunDir(out).read_results()
+        try:
+            results = done if done and "linear_top1" in done else \
+                pretrain(dataset, **proxy_settings(config, asked, candidate, out)).results
+        except Interrupted as stop:  # the proxy's own message would have the user resume the proxy alone
+            raise Interrupted(f"stopped by {signal.Signals(stop.signal_number).name} while choosing the views "
+                              f"(proxy {candidate.name}); continue with: byol pretrain --out {run.path} --resume",
+                              stop.signal_number) from None
+        rows.append({"candidate": candidate.name, "augmentations": candidate.augmentations,
+                     "crop_min_scale": candidate.crop_min_scale, "epochs": max(1, round(PROXY_SHARE * config.epochs)),
+                     "linear_balanced_accuracy": results["linear_balanced_accuracy"],
+                     "linear_qwk": results["linear_qwk"], "linear_top1": results["linear_top1"],
+                     "knn_top1": results["knn_top1"], "seconds": results["seconds"]})
     best = max(rows, key=lambda row: (row["linear_balanced_accuracy"], row["knn_top1"]))
     for row in rows:
         row["chosen"] = row is best
-    _save(run.path / "choice.csv", rows)
+    _save(run, rows)
     start = {key: results[key] for key in ("start_linear_balanced_accuracy", "start_linear_qwk", "start_linear_top1")
              if key in results}  # every proxy starts from the same network: the last one's figures serve
     print(choice_table(rows, start))
@@ -186,13 +147,6 @@ def choose(config: PretrainConfig, asked: PretrainConfig, dataset: DataSplits, f
     return Candidate(best["augmentations"], best["crop_min_scale"]), rows
 
 
-def _row(candidate: Candidate, config: PretrainConfig, results: dict) -> dict:
-    return {"candidate": candidate.name, "augmentations": candidate.augmentations,
-            "crop_min_scale": candidate.crop_min_scale, "epochs": max(1, round(PROXY_SHARE * config.epochs)),
-            "linear_balanced_accuracy": results["linear_balanced_accuracy"], "linear_qwk": results["linear_qwk"],
-            "linear_top1": results["linear_top1"], "knn_top1": results["knn_top1"], "seconds": results["seconds"]}
-
-
 def chance_bound(labels) -> tuple[float, float]:
     """(chance, bound): the balanced accuracy of guessing among the classes present in ``labels``,
     and that plus two standard errors of a guesser's balanced accuracy on exactly these images
@@ -203,20 +157,14 @@ def chance_bound(labels) -> tuple[float, float]:
     return chance, chance + 2 * error
 
 
-def choice_table(rows: list[dict], start: dict | None = None, size: bool = False) -> str:
-    """The proxies' table: one row per candidate views, or with ``size`` per view size (each beside
-    the random network it started from at that size)."""
-    first = "view size" if size else "views (crops from)"
-    extra = " start's balanced acc. |" if size else ""
-    lines = [f"| {first} | proxy epochs | linear balanced acc. | linear QWK | linear top-1 | k-NN top-1 |{extra} "
-             "seconds |", "| --- " * (8 if size else 7) + "|"]
+def choice_table(rows: list[dict], start: dict | None = None) -> str:
+    lines = ["| views (crops from) | proxy epochs | linear balanced acc. | linear QWK | linear top-1 | k-NN top-1 | "
+             "seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         mark = " **(chosen)**" if row["chosen"] else ""
-        name = f"{row['image_size']} px" if size else f"{row['augmentations']} ({row['crop_min_scale']:g})"
-        reference = f" {100 * row['start_linear_balanced_accuracy']:.2f} |" if size else ""
-        lines.append(f"| {name}{mark} | {row['epochs']} | "
+        lines.append(f"| {row['augmentations']} ({row['crop_min_scale']:g}){mark} | {row['epochs']} | "
                      f"{100 * row['linear_balanced_accuracy']:.2f} | {row['linear_qwk']:.3f} | "
-                     f"{100 * row['linear_top1']:.2f} | {100 * row['knn_top1']:.2f} |{reference} {row['seconds']:.0f} |")
+                     f"{100 * row['linear_top1']:.2f} | {100 * row['knn_top1']:.2f} | {row['seconds']:.0f} |")
     if start:
         lines.append(f"| no pre-training: the start, for reference | 0 | "
                      f"{100 * start['start_linear_balanced_accuracy']:.2f} | {start['start_linear_qwk']:.3f} | "
@@ -224,10 +172,10 @@ def choice_table(rows: list[dict], start: dict | None = None, size: bool = False
     return "\n".join(lines)
 
 
-def _save(path: Path, rows: list[dict]) -> None:
+def _save(run: RunDir, rows: list[dict]) -> None:
     def write(temporary: Path) -> None:
         with temporary.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    atomic_write(path, write)
+    atomic_write(run.path / "choice.csv", write)

@@ -26,8 +26,8 @@ from ..views.spec import byol_views
 from .checkpointing import Checkpointer, LoopState, stop_requests
 from .distributed import Process, init_process, sync_batchnorm
 from .meter import Diverged, StepMeter
-from .budget import BUDGET_FILE, plan_budget
-from .choose import choose, choose_size, should_choose, validation_splits
+from .budget import plan_budget
+from .choose import choose, should_choose, validation_splits
 from .monitor import frozen_evaluation, measured_on, projection_spread, warn_if_collapsed
 from .step import Plan, TrainStep, build_model, build_optimizer, two_views
 
@@ -139,57 +139,38 @@ def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None,
     dataset, scored_on = measured_on(dataset, config)
     dataset = with_unlabeled(dataset, [as_splits(source, **config.read_options()) for source in config.unlabeled])
     facts = data_facts(dataset, device.type)
-    asked, budget = config, None
+    budget = None
     if config.time_budget and config.epochs is None:
-        budget = plan_budget(config, facts, dataset, device, choosing, started, process.is_main, run.path)
+        budget = plan_budget(config, facts, dataset, device, choosing, started, process.is_main)
         config = budget.config
     resolved, derived = resolve(config, facts)
-    if derived and process.is_main and not (budget and budget.size_open):
+    if derived and process.is_main:
         print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
-    unprepared = dataset
     dataset = dataset.prepared(resolved.image_size, resolved.stream, strict=resolved.strict)
-    resolved = normalised(resolved, dataset)
-    Plan.of(resolved, len(dataset.train), process)  # the batch checked before anything is written
+    mean, std = dataset.normalisation(resolved.mean, resolved.std)
+    resolved = resolved.replace(mean=tuple(round(v, 6) for v in mean.tolist()),
+                                std=tuple(round(v, 6) for v in std.tolist()))
+    plan = Plan.of(resolved, len(dataset.train), process)
     torch.manual_seed(resolved.seed)  # the same initial weights on every rank
-    model = build_model(resolved, dataset.train.channels, resolved.image_size, encoder).to(device)
+    model = build_model(resolved, dataset.train.channels, plan.image_size, encoder).to(device)
     if process.is_main and not config.resume:  # a new run: everything given was checked, only now touch the disk
         run.create(config.overwrite)
-        run.save_config(asked.to_dict())  # as asked; what the data decides follows below
-        if budget:
-            budget.save(run.path / BUDGET_FILE)  # a run resumed before it has its length keeps this plan
+        run.save_config(config.to_dict())  # as asked; what the data decides follows below
         run.save_seen(dataset.train.identities())  # what a comparison may ask: which test images did it see?
         if config.test_fraction:
             run.save_held_out(dataset.test.names or [str(i) for i in range(len(dataset.test))],
                               dataset.test.labels.tolist(), dataset.test.identities())
-    if budget and budget.size_open:  # the size, chosen on the labels: the data decoded and the model built at it
-        size, _ = choose_size({size: resolve(budget.at(size), facts)[0] for size in budget.epochs}, asked,
-                              validation_splits(unprepared, scored_on, resolved.seed), run, pretrain)
-        if size != resolved.image_size:
-            dataset = unprepared.prepared(size, resolved.stream, strict=resolved.strict)
-        resolved, derived = resolve(budget.at(size), facts)
-        resolved = normalised(resolved, dataset)
-        print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
-        torch.manual_seed(resolved.seed)
-        model = build_model(resolved, dataset.train.channels, size, encoder).to(device)
     if choosing:
-        folder = run.path / "choice" / f"{resolved.image_size}px" if budget and budget.size_open else None
-        chosen, _ = choose(resolved, asked, validation_splits(dataset, scored_on, resolved.seed), facts, run,
-                           pretrain, folder)
+        chosen, _ = choose(resolved, config, validation_splits(dataset, scored_on, resolved.seed), facts, run, pretrain)
         resolved = resolved.replace(augmentations=chosen.augmentations, crop_min_scale=chosen.crop_min_scale)
     deadline = None
     if budget:  # the proxies took what they took: the run's length is set by the time truly left
-        resolved, deadline = budget.length(resolved, facts, started, shorten=choosing)
-    plan = Plan.of(resolved, len(dataset.train), process)
+        resolved, deadline = budget.length(resolved, facts, started, time.perf_counter(), shorten=choosing)
+    plan = dataclasses.replace(plan, config=resolved)
     if process.is_main and not run.has_checkpoint():
         run.save_config(resolved.to_dict())  # every setting of the run, as it trains
     loop, state = _build_loop(resolved, plan, model, run, dataset, scored_on, process, device, started)
     return dataclasses.replace(loop, deadline=deadline), state
-
-
-def normalised(config: PretrainConfig, dataset: DataSplits) -> PretrainConfig:
-    """``config`` with the mean and std the images are normalised with (given: checked)."""
-    mean, std = dataset.normalisation(config.mean, config.std)
-    return config.replace(mean=tuple(round(v, 6) for v in mean.tolist()), std=tuple(round(v, 6) for v in std.tolist()))
 
 
 def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run: RunDir, dataset: DataSplits,
