@@ -68,7 +68,7 @@ def test_the_heads_standardisation_starts_as_the_probes_and_follows_the_batch_in
             return features[: len(x)] + 0 * x.flatten(1)[:, :1]
 
     train = ImageSet(torch.zeros(64, 1, 8, 8, dtype=torch.uint8), torch.arange(64) % 2)
-    model, _ = build_classifier(Fixed(), train, 2, torch.zeros(1), torch.ones(1), 8, torch.device("cpu"),
+    model, _, _ = build_classifier(Fixed(), train, 2, torch.zeros(1), torch.ones(1), 8, torch.device("cpu"),
                                 FinetuneSettings(), "top1", 0)
     probe = linear_probe(features, train.labels, features, train.labels, 2)
     model.eval()
@@ -149,6 +149,35 @@ def test_clipping_bounds_every_step_by_the_gradients_norm(tiny_idx):
     steps, peak = 4, 1.0 * 60 / 256  # 240 images in batches of 60; the rate never exceeds the peak
     assert moved[1e-6] <= steps * peak * 10 * 1e-6 * 1.001
     assert moved[0.0] > 1000 * moved[1e-6]
+
+
+@pytest.mark.parametrize("balance", ["loss", "none"])
+def test_the_head_is_refitted_as_the_probe_was_whatever_training_left_in_it(tiny_idx, monkeypatch, balance):
+    """Fine-tuning ends by fitting the head again as the probe was fitted (same L2, class-weighted
+    under --balance), on the features as they will be scored.  Here training leaves the encoder as
+    it was and the head scrambled: the network that comes back is the probe again."""
+    train, _, dataset = _split_tiny(tiny_idx)
+    train = ImageSet(train.images, torch.where(train.labels == 3, 3, train.labels % 3))  # grade 3: a rare class
+    mean, std = dataset.channel_stats()
+    settings = FinetuneSettings(epochs=1, min_steps=0, batch_size=60, balance=balance)
+
+    def scramble(self, *args):
+        with torch.no_grad():
+            self.model[2].weight.normal_(0, 5)
+            self.model[2].bias.normal_(0, 5)
+        return 1.0
+
+    torch.manual_seed(0)
+    start, _, _ = build_classifier(create_encoder("narrow_resnet", 1, None, 16), train, 4, mean, std, 16,
+                                   torch.device("cpu"), settings, "top1", 0)
+    monkeypatch.setattr(Trainer, "epoch", scramble)
+    torch.manual_seed(0)
+    result = finetune(create_encoder("narrow_resnet", 1, None, 16), train, None, 4, mean, std, 16,
+                      torch.device("cpu"), settings, progress=False)
+    assert "re-fitted" in result.note
+    assert torch.allclose(result.model[2].weight, start[2].weight, atol=1e-3)
+    shift = result.model[2].bias - start[2].bias  # the unpenalised bias is free up to one constant (softmax)
+    assert torch.allclose(shift, shift.mean().expand(4), atol=1e-3)
 
 
 @pytest.mark.slow
