@@ -69,7 +69,7 @@ def test_the_heads_standardisation_starts_as_the_probes_and_follows_the_batch_in
 
     train = ImageSet(torch.zeros(64, 1, 8, 8, dtype=torch.uint8), torch.arange(64) % 2)
     model, _, _ = build_classifier(Fixed(), train, 2, torch.zeros(1), torch.ones(1), 8, torch.device("cpu"),
-                                FinetuneSettings(), "top1", 0)
+                                   FinetuneSettings(), "top1", 0)
     probe = linear_probe(features, train.labels, features, train.labels, 2)
     model.eval()
     assert torch.allclose(model[2](model[1](features)), probe.test_scores, atol=1e-4)

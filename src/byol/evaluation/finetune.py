@@ -153,7 +153,7 @@ def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean
 
 @dataclass
 class FinetuneResult:
-    model: nn.Sequential        # encoder, Standardise, head: at the best validation epoch, or the last; the head re-fitted
+    model: nn.Sequential        # encoder, Standardise, head (re-fitted): at the best validation epoch, or the last
     best_epoch: int
     val_score: float
     epochs_run: int
@@ -169,7 +169,8 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
     and stop after ``patience`` epochs without improvement; without, run the fixed schedule.
     Then re-fit the head (``refit_head``)."""
     torch.manual_seed(seed)
-    model, note, probe_l2 = build_classifier(encoder, train, num_classes, mean, std, image_size, device, settings, metric, seed)
+    model, note, probe_l2 = build_classifier(encoder, train, num_classes, mean, std, image_size, device, settings,
+                                             metric, seed)
     batch_size = min(settings.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
