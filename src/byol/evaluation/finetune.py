@@ -25,7 +25,7 @@ from ..views.ops import eval_crop_for, eval_view, normalise
 from ..data import ImageSet
 from ..base.device import autocast
 from .frozen import (calibrated, class_weights, extract_features, feature_scale, fit_logistic_regression,
-                     linear_probe)
+                     linear_probe, standardise)
 from .metrics import classification_metrics
 from ..optim.lars import parameter_groups
 from ..optim.schedule import learning_rate
@@ -120,11 +120,13 @@ class Standardise(nn.BatchNorm1d):
         self.running_var.copy_(std.square())
 
 
-def settle(model: nn.Sequential, images: ImageSet, mean, std, image_size: int, device: torch.device) -> None:
+def settle(model: nn.Sequential, images: ImageSet, mean, std, image_size: int,
+           device: torch.device) -> torch.Tensor:
     """Set the head's standardisation (``Standardise``) to the statistics of ``model``'s features of
-    the un-augmented ``images``: how they will be scored."""
+    the un-augmented ``images``: how they will be scored.  Returns those features."""
     features = extract_features(model[0], images, mean, std, image_size, device=device).float()
     model[1].set(*feature_scale(features))
+    return features
 
 
 def build_classifier(encoder: nn.Module, train: ImageSet, num_classes: int, mean, std, image_size: int,
@@ -204,30 +206,27 @@ def finetune(encoder: nn.Module, train: ImageSet, val: ImageSet | None, num_clas
         model[1].load_state_dict(training)
     if val is not None:
         model.load_state_dict(best[2])
-    else:
-        settle(model, train, mean, std, image_size, device)
-    refit_head(model, train, num_classes, mean, std, image_size, device, probe_l2, settings.balance != "none")
+    features = settle(model, train, mean, std, image_size, device)  # a kept epoch's statistics: the same again
+    refit_head(model[2], standardise(features)[0], train.labels, num_classes, probe_l2, settings.balance != "none")
     return FinetuneResult(model, best[1] if val is not None else epochs, best[0], epochs, history, note)
 
 
-def refit_head(model: nn.Sequential, train: ImageSet, num_classes: int, mean, std, image_size: int,
-               device: torch.device, l2: float, balance: bool) -> None:
+def refit_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float,
+               balance: bool) -> None:
     """Fit the head again as the probe was fitted — logistic regression to convergence (L-BFGS),
     class-weighted under ``balance``, with the probe's L2 — on the fine-tuned encoder's features
-    of the un-augmented training images, standardised as they will be scored.  The probe's L2,
-    not one chosen anew: the encoder has now seen these images, so cross-validation on them
-    would choose on memorised features.
+    of the un-augmented training images, standardised as they will be scored (``features``).  The
+    probe's L2, not one chosen anew: the encoder has now seen these images, so cross-validation on
+    them would choose on memorised features.
 
     SGD on the views leaves a head that is not the probe's kind of fit: with the encoder all but
     held (L2-SP, anchor 10) fine-tuning ended below its own probe in 7 of 10 runs at 10 % of the
     labels.  Re-fitted, none of 20 runs fell below on the OCTA-like development set (3 had; 100 % and
     10 % of the labels, 5 seeds) and BYOL's mean QWK rose 0.08 to 0.15 (BENCHMARKS.md, "The head
     re-fitted after fine-tuning")."""
-    features = extract_features(nn.Sequential(model[0], model[1]), train, mean, std, image_size,
-                                device=device).float()
-    weights = class_weights(train.labels, num_classes).to(features.device) if balance else None
-    head = fit_logistic_regression(features, train.labels, num_classes, l2, start=model[2], class_weights=weights)
-    model[2].load_state_dict(head.state_dict())
+    weights = class_weights(labels, num_classes).to(features.device) if balance else None
+    head.load_state_dict(fit_logistic_regression(features, labels, num_classes, l2, start=head,
+                                                 class_weights=weights).state_dict())
 
 
 class Trainer:
