@@ -92,3 +92,35 @@ def simulate(shared: bool, repeats: int, planted_skill: float, seed: int) -> flo
 def test_the_interval_covers_a_planted_difference_about_95_times_in_100(shared):
     coverage = simulate(shared, repeats=300, planted_skill=0.4, seed=0 if shared else 1)
     assert 0.90 <= coverage <= 0.995, coverage  # 95 %: 200 repeats put 1.5 points of noise on it
+
+
+def test_fine_tuning_is_read_beside_its_own_probe_and_a_fall_to_one_class_is_named():
+    """Each encoder's fine-tune row against its own linear row, seed by seed on the same test
+    images: a fine-tuning that predicts one grade is counted and named — called worse where its
+    probe was good, and named even where its probe was at chance; one that equals its probe is
+    the same; an encoder without a linear row gets no check."""
+    from byol.evaluation.tables import Comparison
+
+    generator, rows = torch.Generator().manual_seed(2), []
+    for seed in range(3):
+        labels = torch.randint(3, (120,), generator=generator)
+        good = torch.where(torch.rand(120, generator=generator) < 0.85, labels, (labels + 1) % 3)
+        guess, one_grade = torch.randint(3, (120,), generator=generator), torch.zeros(120, dtype=torch.long)
+        for init, protocol, predicted in (("collapsed", "linear", good), ("collapsed", "finetune", one_grade),
+                                          ("steady", "linear", good), ("steady", "finetune", good.clone()),
+                                          ("chance", "linear", guess), ("chance", "finetune", one_grade),
+                                          ("alone", "finetune", good)):
+            rows.append({"init": init, "protocol": protocol, "label_fraction": 1.0, "labels": 480, "seed": seed,
+                         "predicted": predicted, "test_labels": labels, "test_ids": torch.arange(120),
+                         "top1": (predicted == labels).float().mean().item()})
+    comparison = Comparison(rows, "top1", 3)
+    checks = {c["init"]: c for c in comparison.against_probe()}
+    assert set(checks) == {"collapsed", "steady", "chance"}
+    collapsed, steady = checks["collapsed"], checks["steady"]
+    assert (collapsed["verdict"], collapsed["below"], collapsed["one_class"], collapsed["seeds"]) == ("worse", 3, 3, 3)
+    assert collapsed["high"] < 0 < 0.5 < -collapsed["difference"]
+    assert (steady["verdict"], steady["below"], steady["one_class"], steady["difference"]) == ("same", 0, 0, 0.0)
+    markdown = comparison.markdown()
+    assert "| collapsed | 100 % | " in markdown and "3 of 3" in markdown
+    assert checks["chance"]["verdict"] == "within noise" and checks["chance"]["one_class"] == 3
+    assert "predicted one class, for chance (100 %), collapsed (100 %)" in markdown and "steady (100 %)" not in markdown

@@ -73,17 +73,36 @@ class Comparison:
         for (protocol, fraction), cells in self._by_setting().items():
             for i, (a, rows_a) in enumerate(cells):
                 for b, rows_b in cells[i + 1:]:
-                    seeds = sorted({row["seed"] for row in rows_a} & {row["seed"] for row in rows_b})
-                    first = {row["seed"]: row for row in rows_a}
-                    second = {row["seed"]: row for row in rows_b}
-                    difference = paired_difference([first[s]["predicted"] for s in seeds],
-                                                   [second[s]["predicted"] for s in seeds],
-                                                   [first[s]["test_labels"] for s in seeds],
-                                                   [first[s]["test_ids"] for s in seeds], self.num_classes, self.metric)
+                    difference = self._paired(rows_a, rows_b)
                     found.append({"protocol": protocol, "label_fraction": fraction, "a": a, "b": b,
                                   "difference": difference.estimate, "low": difference.low, "high": difference.high,
                                   "verdict": difference.verdict})
         return found
+
+    def against_probe(self) -> list[dict]:
+        """Each encoder's fine-tuning against its own frozen probe (the linear rows), per label
+        fraction: fine-tune − linear with the verdicts' interval, the seeds whose fine-tuning scored
+        below their probe, and those whose fine-tuning predicted a single class."""
+        cells, found = self.cells(), []
+        for (protocol, fraction, init), tuned in cells.items():
+            probe = cells.get(("linear", fraction, init))
+            if protocol != "finetune" or probe is None:
+                continue
+            difference, by_seed = self._paired(tuned, probe), {row["seed"]: row[self.metric] for row in probe}
+            paired = [row for row in tuned if row["seed"] in by_seed]
+            found.append({"init": init, "label_fraction": fraction, "difference": difference.estimate,
+                          "low": difference.low, "high": difference.high, "verdict": difference.verdict,
+                          "seeds": len(paired), "below": sum(row[self.metric] < by_seed[row["seed"]] for row in paired),
+                          "one_class": sum(len(torch.unique(row["predicted"])) == 1 for row in paired)})
+        return found
+
+    def _paired(self, rows_a: list[dict], rows_b: list[dict]):
+        """A − B over the seeds both cells have (``intervals.paired_difference``)."""
+        first, second = {row["seed"]: row for row in rows_a}, {row["seed"]: row for row in rows_b}
+        seeds = sorted(first.keys() & second.keys())
+        return paired_difference([first[s]["predicted"] for s in seeds], [second[s]["predicted"] for s in seeds],
+                                 [first[s]["test_labels"] for s in seeds], [first[s]["test_ids"] for s in seeds],
+                                 self.num_classes, self.metric)
 
     def _by_setting(self) -> dict[tuple, list[tuple[str, list[dict]]]]:
         grouped: dict[tuple, list] = {}
@@ -106,7 +125,25 @@ class Comparison:
                                  f"{scale * v['difference']:+.{digits}f}",
                                  f"[{scale * v['low']:+.{digits}f}, {scale * v['high']:+.{digits}f}]", v["verdict"]]
                                 for v in verdicts])
-        return f"{summary}{notes}\n\n{table}\n\nVerdict rule: {RULE}"
+        return f"{summary}{notes}\n\n{table}\n\nVerdict rule: {RULE}{self._probe_markdown(scale, digits)}"
+
+    def _probe_markdown(self, scale: int, digits: int) -> str:
+        """The fine-tuning rows read beside their own probe: a table, and a line where one is worse."""
+        checks = self.against_probe()
+        if not checks:
+            return ""
+        table = markdown_table(["init", "labels", f"fine-tune − linear ({self.metric})", "95 % interval", "verdict",
+                                "seeds below the probe", "seeds predicting one class"],
+                               [[c["init"], _format("label_fraction", c["label_fraction"]),
+                                 f"{scale * c['difference']:+.{digits}f}",
+                                 f"[{scale * c['low']:+.{digits}f}, {scale * c['high']:+.{digits}f}]", c["verdict"],
+                                 f"{c['below']} of {c['seeds']}", str(c["one_class"])] for c in checks])
+        worse = sorted({f"{c['init']} ({_format('label_fraction', c['label_fraction'])})" for c in checks
+                        if c["verdict"] == "worse" or c["one_class"]})
+        warning = (f"\n\nFine-tuning did worse than its own frozen probe, or predicted one class, for "
+                   f"{', '.join(worse)}: that encoder's linear row is the better measure of it." if worse else "")
+        heading = "Fine-tuning against the same encoder's frozen probe (the linear rows, the same interval):"
+        return f"\n\n{heading}\n\n{table}{warning}"
 
 
 def write_results(comparison: Comparison, out: Path, stem: str, name: str, classes: tuple[str, ...],
