@@ -124,3 +124,5 @@ def test_fine_tuning_is_read_beside_its_own_probe_and_a_fall_to_one_class_is_nam
     assert "| collapsed | 100 % | " in markdown and "3 of 3" in markdown
     assert checks["chance"]["verdict"] == "within noise" and checks["chance"]["one_class"] == 3
     assert "predicted one class, for chance (100 %), collapsed (100 %)" in markdown and "steady (100 %)" not in markdown
+    alone = Comparison([row for row in rows if row["init"] == "collapsed"], "top1", 3).markdown()
+    assert "3 of 3" in alone and "predicted one class, for collapsed (100 %)" in alone  # one encoder: no pair

@@ -13,7 +13,7 @@ import torch
 
 from ..base.errors import UserError, first_line, setting
 from ..data import ImageSet
-from .intervals import RULE, paired_difference
+from .intervals import RULE, Difference, paired_difference
 from .metrics import METRIC_NAMES
 
 SCALAR_COLUMNS = ("init", "protocol", "label_fraction", "labels", "seed", *METRIC_NAMES, "detail")
@@ -96,7 +96,7 @@ class Comparison:
                           "one_class": sum(len(torch.unique(row["predicted"])) == 1 for row in paired)})
         return found
 
-    def _paired(self, rows_a: list[dict], rows_b: list[dict]):
+    def _paired(self, rows_a: list[dict], rows_b: list[dict]) -> Difference:
         """A − B over the seeds both cells have (``intervals.paired_difference``)."""
         first, second = {row["seed"]: row for row in rows_a}, {row["seed"]: row for row in rows_b}
         seeds = sorted(first.keys() & second.keys())
@@ -116,10 +116,9 @@ class Comparison:
                                  [[c["init"], c["protocol"], f"{c['labels']} ({_format('label_fraction', c['label_fraction'])})",
                                    str(c["seeds"]), *(_spread(k, c[k]) for k in metrics)] for c in self.summary()])
         notes = "".join(f"\n\n{note}" for note in self.notes)
-        verdicts = self.verdicts()
-        if not verdicts:
-            return summary + notes
-        scale, digits = (1, 4) if self.metric == "qwk" else (100, 2)
+        verdicts, (scale, digits) = self.verdicts(), (1, 4) if self.metric == "qwk" else (100, 2)
+        if not verdicts:  # one encoder: no pair, but its fine-tuning is still read beside its probe
+            return summary + notes + self._probe_markdown(scale, digits)
         table = markdown_table(["protocol", "labels", "A", "B", f"A − B ({self.metric})", "95 % interval", "verdict"],
                                [[v["protocol"], _format("label_fraction", v["label_fraction"]), v["a"], v["b"],
                                  f"{scale * v['difference']:+.{digits}f}",
