@@ -118,3 +118,28 @@ def test_clipped_lars_never_steps_a_layer_faster_than_the_learning_rate():
     LARS([{"params": [p], "weight_decay": 0.0, "lars_adapt": True}], lr=0.1, momentum=0.0, trust_coefficient=0.02,
          clip=True).step()
     torch.testing.assert_close(p.detach(), before - 0.1 * p.grad)  # the local rate clipped at the global 0.1
+
+
+def test_a_training_step_moves_biases_and_norm_parameters_at_their_own_rate():
+    """The CPU recipe's LARS rate is 4.0, its biases' and norms' the paper's 0.2 (``bias_norm_lr``): from
+    the same start and views, one step moves every weight alike and every 1-D parameter by 0.2 / 4 as far."""
+    from byol import BYOL, PretrainConfig, create_encoder
+    from byol.training.step import TrainStep, build_optimizer
+
+    def moved(bias_norm_lr):
+        torch.manual_seed(0)
+        model = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16).double()  # exact differences
+        config = PretrainConfig(optimizer="lars", base_lr=4.0, bias_norm_lr=bias_norm_lr, weight_decay=1e-5)
+        step = TrainStep(model, build_optimizer(model, config, 0.0), torch.device("cpu"))
+        online = {n: p for n, p in model.named_parameters() if not n.startswith("target_")}
+        before = {n: p.detach().clone() for n, p in online.items()}
+        generator = torch.Generator().manual_seed(1)
+        step(*(torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64) for _ in range(2)), 0.5, 0.99)
+        return {n: p.detach() - before[n] for n, p in online.items()}
+
+    same, paper = moved(4.0), moved(0.2)
+    one_d = [n for n in same if same[n].ndim <= 1]
+    assert one_d and all(same[n].abs().max() > 0 for n in one_d)
+    for name in same:
+        expected = same[name] * 0.05 if name in one_d else same[name]
+        torch.testing.assert_close(paper[name], expected, rtol=1e-9, atol=1e-12, msg=name)

@@ -96,6 +96,19 @@ def test_each_optimizer_gets_a_rate_of_its_own_scale():
     assert resolved("fashion-mnist", optimizer="adamw").base_lr == 1.5e-4
 
 
+def test_biases_and_norm_parameters_keep_the_papers_rate_only_beneath_the_cpu_presets():
+    """LARS does not adapt them, so the preset's 4.0 would step them 20× the paper's 0.2; every other
+    rate — another optimizer's, a GPU recipe's, one the user gave — is theirs too."""
+    preset = resolved("fashion-mnist")
+    assert (preset.base_lr, preset.bias_norm_lr) == (4.0, 0.2)
+    assert resolved("fashion-mnist", optimizer="sgd").bias_norm_lr == 0.05
+    assert resolved("fashion-mnist", base_lr=2.0).bias_norm_lr == 2.0
+    assert resolved("fashion-mnist", bias_norm_lr=1.0).bias_norm_lr == 1.0
+    assert resolved("the same folder on a GPU").bias_norm_lr == resolved("the same folder on a GPU").base_lr == 0.2
+    continued = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors")
+    assert continued.bias_norm_lr == pytest.approx(0.02) and continued.base_lr == pytest.approx(0.4)
+
+
 def test_continuing_from_weights_is_gentler_than_starting_from_scratch():
     scratch = resolved("a 600-image 64 px CSV set")
     continued = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors")

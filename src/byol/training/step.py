@@ -40,10 +40,13 @@ def build_model(config: PretrainConfig, in_channels: int, image_size: int,
 
 
 def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer over everything but the target (which has none), in the paper's two groups."""
-    return create_optimizer(config.optimizer, parameter_groups(
-        [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")], config.weight_decay), lr,
-        trust_coefficient=config.trust_coefficient, clip=config.lars_clip)
+    """The optimizer over everything but the target (which has none), in the paper's two groups;
+    the second (biases, normalisation) at ``bias_norm_lr`` / ``base_lr`` of the schedule's rate."""
+    groups = parameter_groups([(n, p) for n, p in model.named_parameters() if not n.startswith("target_")],
+                              config.weight_decay)
+    groups[1]["scale"] = config.bias_norm_lr / config.base_lr
+    return create_optimizer(config.optimizer, groups, lr, trust_coefficient=config.trust_coefficient,
+                            clip=config.lars_clip)
 
 
 def two_views(batch: Batch, views, image_size: int, mean: torch.Tensor, std: torch.Tensor,
@@ -62,7 +65,8 @@ class TrainStep:
     ``ViewApplier``), the forwards with the loss, their backward (AOTAutograd), and the optimizer
     with the EMA (multi-tensor LARS and lerp) — that stay the same for the whole run.  lr and τ then live in
     0-d device tensors written in place before each step, so the moving schedules neither
-    recompile a graph nor read anything back to the host; ``mode`` is torch.compile's
+    recompile a graph nor read anything back to the host; each parameter group's rate is
+    ``lr`` × its ``scale`` (1 where it has none; see ``build_optimizer``); ``mode`` is torch.compile's
     ("reduce-overhead" replays each graph as a CUDA graph on a GPU).  The per-image draws stay
     eager: a generator re-seeded every step is what lets a resumed run draw what an uninterrupted
     one does.  Eager is the fallback and the reference the tests compare against.
@@ -73,10 +77,12 @@ class TrainStep:
                  mode: str = "default"):
         self.model, self.optimizer, self.device, self.compiled = model, optimizer, device, compiled
         self.apply_view, self.forward, self.update = ViewApplier(compiled, mode), forward or model, self._update
+        self.scales = [group.get("scale", 1.0) for group in optimizer.param_groups]
         if compiled:  # float64: 1 − τ keeps the digits it has when computed on the host
-            self.lr, self.tau = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(2))
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr
+            self.lrs = [torch.zeros((), dtype=torch.float64, device=device) for _ in optimizer.param_groups]
+            self.tau = torch.zeros((), dtype=torch.float64, device=device)
+            for group, lr in zip(optimizer.param_groups, self.lrs):
+                group["lr"] = lr
             self.forward, self.update = (torch.compile(f, mode=mode) for f in (self.forward, self.update))
 
     def _update(self, tau):
@@ -87,11 +93,12 @@ class TrainStep:
     def __call__(self, view_1: torch.Tensor, view_2: torch.Tensor, lr: float, tau: float | None) -> torch.Tensor:
         """One step; returns the loss, on the device (not read back)."""
         if self.compiled:
-            self.lr.fill_(lr)
+            for tensor, scale in zip(self.lrs, self.scales):
+                tensor.fill_(lr * scale)
             tau = None if tau is None else self.tau.fill_(tau)
         else:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(self.optimizer.param_groups, self.scales):
+                group["lr"] = lr * scale
         with autocast(self.device):
             loss = self.forward(view_1, view_2)
         self.optimizer.zero_grad(set_to_none=True)
