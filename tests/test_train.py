@@ -61,6 +61,28 @@ def test_resume_refuses_changed_settings(tiny_idx, tmp_path):
         pretrain(out=str(tmp_path / "run"), resume=True, epochs=5)
 
 
+def test_a_run_saved_before_bias_norm_lr_existed_resumes_with_its_biases_at_base_lr(tiny_idx, tmp_path):
+    """Runs saved before ``bias_norm_lr`` stepped biases and BatchNorm at ``base_lr``; resumed, they
+    still do, and say so: their saved ``base_lr`` is a setting of the run, not the rules' preset
+    rate, so the paper's 0.2 a new run gets beneath it is not derived."""
+    run = tmp_path / "run"
+    pretrain(**tiny_settings(tiny_idx, run, epochs=2, stop_after=1, linear_probe=False))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["base_lr"], saved["bias_norm_lr"]) == (4.0, 0.2)  # a new run's rates differ
+    del saved["bias_norm_lr"]  # as a run saved before the option existed
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for path in (run / "checkpoints").glob("*.pt"):
+        checkpoint = torch.load(path, weights_only=False)
+        for group in checkpoint["optimizer"]["param_groups"]:
+            group.pop("scale", None)
+        checkpoint["config"].pop("bias_norm_lr")
+        torch.save(checkpoint, path)
+    result = pretrain(out=str(run), resume=True)
+    assert result.config.bias_norm_lr == result.config.base_lr == 4.0
+    groups = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert groups[1]["lr"] == groups[0]["lr"] > 0
+
+
 def test_refuses_to_overwrite_a_run(tiny_idx, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
