@@ -143,3 +143,29 @@ def test_a_training_step_moves_biases_and_norm_parameters_at_their_own_rate():
     for name in same:
         expected = same[name] * 0.05 if name in one_d else same[name]
         torch.testing.assert_close(paper[name], expected, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_a_training_step_moves_the_predictors_weights_at_their_own_rate():
+    """``predictor_lr`` 10 × ``base_lr``: from the same start and views, one step moves the predictor's
+    weights ten times as far and every other parameter (its biases and norms too) as before."""
+    from byol import BYOL, PretrainConfig, create_encoder
+    from byol.training.step import TrainStep, build_optimizer
+
+    def moved(predictor_lr):
+        torch.manual_seed(0)
+        model = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16).double()
+        config = PretrainConfig(optimizer="lars", base_lr=4.0, bias_norm_lr=0.2, predictor_lr=predictor_lr,
+                                weight_decay=1e-5)
+        step = TrainStep(model, build_optimizer(model, config, 0.0), torch.device("cpu"))
+        online = {n: p for n, p in model.named_parameters() if not n.startswith("target_")}
+        before = {n: p.detach().clone() for n, p in online.items()}
+        generator = torch.Generator().manual_seed(1)
+        step(*(torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64) for _ in range(2)), 0.5, 0.99)
+        return {n: p.detach() - before[n] for n, p in online.items()}
+
+    paper, faster = moved(4.0), moved(40.0)
+    weights = [n for n in paper if n.startswith("predictor.") and paper[n].ndim > 1]
+    assert len(weights) == 2 and all(paper[n].abs().max() > 0 for n in weights)
+    for name in paper:
+        expected = paper[name] * 10 if name in weights else paper[name]
+        torch.testing.assert_close(faster[name], expected, rtol=1e-9, atol=1e-12, msg=name)

@@ -109,6 +109,22 @@ def test_biases_and_norm_parameters_keep_the_papers_rate_only_beneath_the_cpu_pr
     assert continued.bias_norm_lr == pytest.approx(0.02) and continued.base_lr == pytest.approx(0.4)
 
 
+def test_the_predictor_steps_ten_times_faster_only_beneath_the_cpu_recipes_derived_rate():
+    """Short CPU runs (at most half the preset's steps) at the derived LARS rate 4.0 give the predictor's
+    weights 40; every other rate — the preset's own length, another optimizer's, a GPU recipe's, one the
+    user gave — is base-lr's."""
+    small = resolved("a 600-image 64 px CSV set")
+    assert (small.base_lr, small.predictor_lr) == (4.0, 40.0)
+    assert resolved("fashion-mnist").predictor_lr == 4.0  # 1872 steps: the preset keeps the paper's, as chosen
+    assert resolved("CIFAR-shaped 32 px RGB").predictor_lr == 4.0  # 1365 steps
+    assert resolved("a 600-image 64 px CSV set", optimizer="sgd").predictor_lr == 0.05
+    assert resolved("a 600-image 64 px CSV set", base_lr=2.0).predictor_lr == 2.0
+    assert resolved("a 600-image 64 px CSV set", predictor_lr=1.0).predictor_lr == 1.0
+    assert resolved("the same folder on a GPU").predictor_lr == resolved("the same folder on a GPU").base_lr == 0.2
+    continued = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors")
+    assert continued.predictor_lr == pytest.approx(4.0) and continued.base_lr == pytest.approx(0.4)
+
+
 def test_continuing_from_weights_is_gentler_than_starting_from_scratch():
     scratch = resolved("a 600-image 64 px CSV set")
     continued = resolved("a 600-image 64 px CSV set", init_from="weights.safetensors")

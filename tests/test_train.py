@@ -83,6 +83,27 @@ def test_a_run_saved_before_bias_norm_lr_existed_resumes_with_its_biases_at_base
     assert groups[1]["lr"] == groups[0]["lr"] > 0
 
 
+def test_a_run_saved_before_predictor_lr_existed_resumes_with_its_predictor_at_base_lr(tiny_idx, tmp_path):
+    """Such a run kept the predictor's weights in the first optimizer group, at ``base_lr``; resumed,
+    it still does — the 10 × a new run derives would need a third group its checkpoint lacks."""
+    run = tmp_path / "run"
+    pretrain(**tiny_settings(tiny_idx, run, epochs=2, stop_after=1, linear_probe=False))
+    assert yaml.safe_load((run / "config.yaml").read_text())["predictor_lr"] == 40.0  # a new run's
+    run.rename(tmp_path / "new")
+    pretrain(**tiny_settings(tiny_idx, run, epochs=2, stop_after=1, linear_probe=False, predictor_lr=4.0))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["predictor_lr"]  # as a run saved before the option existed: two groups, the predictor at 4.0
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for path in (run / "checkpoints").glob("*.pt"):
+        checkpoint = torch.load(path, weights_only=False)
+        assert len(checkpoint["optimizer"]["param_groups"]) == 2
+        checkpoint["config"].pop("predictor_lr")
+        torch.save(checkpoint, path)
+    result = pretrain(out=str(run), resume=True)
+    assert result.config.predictor_lr == result.config.base_lr == 4.0
+    assert len(torch.load(run / "checkpoints" / "last.pt", weights_only=False)["optimizer"]["param_groups"]) == 2
+
+
 def test_refuses_to_overwrite_a_run(tiny_idx, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -90,6 +90,9 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
     bias_norm_lr: float | None = option(None, "the same for biases and normalisation parameters, which LARS does not "
                                         "adapt (the paper: base-lr's 0.2); default: 0.2 where the CPU recipe raises "
                                         "base-lr to 4.0 for LARS's layers, else base-lr")
+    predictor_lr: float | None = option(None, "the same for the predictor's weights; default: 10 × base-lr where the "
+                                        "CPU recipe derives base-lr 4.0 for a run of at most 936 steps (so the "
+                                        "predictor keeps up with the online network), else base-lr (the paper)")
     weight_decay: float | None = option(None, "weight decay on weights, not on biases or norm parameters (paper: "
                                         "1.5e-6; CIFAR recipes 1e-5; AdamW 0.05)")
     trust_coefficient: float = option(1e-3, "LARS's trust coefficient η (the paper: 1e-3; solo-learn's CIFAR recipe "
@@ -137,6 +140,8 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                 f"must be a positive number, got {self.base_lr}")
         require(unset(self.bias_norm_lr) or (self.bias_norm_lr > 0 and is_finite(self.bias_norm_lr)), "bias_norm_lr",
                 f"must be a positive number, got {self.bias_norm_lr}")
+        require(unset(self.predictor_lr) or (self.predictor_lr > 0 and is_finite(self.predictor_lr)), "predictor_lr",
+                f"must be a positive number, got {self.predictor_lr}")
         require(unset(self.weight_decay) or self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.trust_coefficient > 0, "trust_coefficient", f"must be positive, got {self.trust_coefficient}")
         require(unset(self.warmup_epochs) or self.warmup_epochs >= 0, "warmup_epochs",

@@ -30,6 +30,14 @@ PRESET_IMAGES, PRESET_EPOCHS, PRESET_STEPS, PRESET_TAU, PRESET_SIZE = 60_000, 8,
 PRESET_LR, PAPER_LR = 4.0, 0.2
 PRESET_BIAS_NORM_WHY = ("the paper's 0.2 for biases and BatchNorm, which LARS does not adapt: the preset's 4.0 "
                         "would step them 20× as fast (chosen on validation splits of the grading sets)")
+# The predictor's weights at 10 × the preset's rate in runs of half the preset's steps or fewer:
+# in the grading sets' 280 steps the predictor, stepped as the online network is, lags it; ten
+# times faster, fine-tuning from the encoder stopped falling behind random init's on a dim
+# fundus-like set (BENCHMARKS.md, "The predictor at ten times the rate").  A faster predictor is
+# SimSiam's and DirectPred's remedy (Chen & He 2021; Tian et al. 2021).  The preset's own 1872
+# steps keep the paper's single rate, as it was chosen.
+PREDICTOR_SHARE = 10.0
+PREDICTOR_WHY = "10 × base-lr: in a short run the predictor must keep up (chosen on validation splits of grading sets)"
 # On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
 # most this many epochs: 611 images at 64 px take 7 minutes on 2 cores (79 epochs about 14),
 # leaving time to evaluate in a quarter of an hour or so.
@@ -177,7 +185,8 @@ def _optimisation(rule: Rules, facts: DataFacts, continued: bool) -> None:
 
 
 def _rates(rule: Rules, facts: DataFacts, steps: int, continued: bool) -> None:
-    """``base_lr`` by optimizer and run length; ``bias_norm_lr`` the same, except beneath the CPU preset's LARS rate."""
+    """``base_lr`` by optimizer and run length; ``bias_norm_lr`` and ``predictor_lr`` the same, except beneath the
+    CPU preset's LARS rate."""
     optimizer = rule["optimizer"]
     preset = optimizer == "lars" and facts.device == "cpu" and steps <= 10 * PRESET_STEPS
     if optimizer == "adamw":
@@ -193,9 +202,12 @@ def _rates(rule: Rules, facts: DataFacts, steps: int, continued: bool) -> None:
     if continued:
         base, why = base * share, f"{share:g} × {base:g}: {CONTINUED['why_lr']}"
     rule("base_lr", base, why)
-    if preset and rule.derived("base_lr"):  # the preset's rate, not one the user gave
+    if preset and rule.derived("base_lr"):  # the preset's rate, not one the user gave (nor a resumed run's)
         rule("bias_norm_lr", PAPER_LR * share, PRESET_BIAS_NORM_WHY + (f" × {share:g}" if continued else ""))
+        if steps <= PRESET_STEPS / 2:
+            rule("predictor_lr", PREDICTOR_SHARE * base, PREDICTOR_WHY + f" ({steps} steps)")
     rule("bias_norm_lr", rule["base_lr"], "base_lr's")
+    rule("predictor_lr", rule["base_lr"], "base_lr's")
 
 
 def _views(rule: Rules, facts: DataFacts) -> None:

@@ -41,10 +41,18 @@ def build_model(config: PretrainConfig, in_channels: int, image_size: int,
 
 def build_optimizer(model: torch.nn.Module, config: PretrainConfig, lr: float) -> torch.optim.Optimizer:
     """The optimizer over everything but the target (which has none), in the paper's two groups;
-    the second (biases, normalisation) at ``bias_norm_lr`` / ``base_lr`` of the schedule's rate."""
-    groups = parameter_groups([(n, p) for n, p in model.named_parameters() if not n.startswith("target_")],
-                              config.weight_decay)
+    the second (biases, normalisation) at ``bias_norm_lr`` / ``base_lr`` of the schedule's rate.
+    Where ``predictor_lr`` differs from ``base_lr``, the predictor's weights are a third group at
+    their own share (its biases and norms stay in the second)."""
+    online = [(n, p) for n, p in model.named_parameters() if not n.startswith("target_")]
+    groups = parameter_groups(online, config.weight_decay)
     groups[1]["scale"] = config.bias_norm_lr / config.base_lr
+    predictor = {id(p) for n, p in online if n.startswith("predictor.") and p.ndim > 1}
+    rate = config.base_lr if config.predictor_lr is None else config.predictor_lr  # None: not resolved, the paper's
+    if predictor and rate != config.base_lr:
+        groups.append({**groups[0], "params": [p for p in groups[0]["params"] if id(p) in predictor],
+                       "scale": rate / config.base_lr})
+        groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in predictor]
     return create_optimizer(config.optimizer, groups, lr, trust_coefficient=config.trust_coefficient,
                             clip=config.lars_clip)
 
