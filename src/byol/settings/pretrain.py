@@ -91,8 +91,8 @@ class PretrainConfig(CompileOptions, KnnOptions, DeviceOption, DataOptions):
                                         "adapt (the paper: base-lr's 0.2); default: 0.2 where the CPU recipe raises "
                                         "base-lr to 4.0 for LARS's layers, else base-lr")
     predictor_lr: float | None = option(None, "the same for the predictor's weights; default: 10 × base-lr where the "
-                                        "CPU recipe derives base-lr 4.0 for a run of at most 936 steps (so the "
-                                        "predictor keeps up with the online network), else base-lr (the paper)")
+                                        "CPU recipe derives base-lr 4.0 for a run of at most 936 steps (fine-tuning "
+                                        "from the encoder gained on the grading sets), else base-lr (the paper)")
     weight_decay: float | None = option(None, "weight decay on weights, not on biases or norm parameters (paper: "
                                         "1.5e-6; CIFAR recipes 1e-5; AdamW 0.05)")
     trust_coefficient: float = option(1e-3, "LARS's trust coefficient η (the paper: 1e-3; solo-learn's CIFAR recipe "
