@@ -34,9 +34,9 @@ PRESET_BIAS_NORM_WHY = ("the paper's 0.2 for biases and BatchNorm, which LARS do
 # on the grading sets' development sets (280 steps), fine-tuning from the encoder gained 0.26 QWK
 # on the dim fundus-like one, where it had trailed random init's by 0.34, and 0.07 on the
 # OCTA-like one, the frozen probes within noise (BENCHMARKS.md, "The predictor at ten times the
-# rate").  A faster predictor is SimSiam's and DirectPred's (Chen & He 2021; Tian et al. 2021)
-# remedy for one that lags the online network.  The preset's own 1872 steps keep the paper's
-# single rate, as the preset was chosen.
+# rate").  SimSiam keeps the predictor's rate from decaying and DirectPred sets the predictor
+# from the features' statistics (Chen & He 2021; Tian et al. 2021): both keep it in step with the
+# encoder.  The preset's own 1872 steps keep the paper's single rate, as the preset was chosen.
 PREDICTOR_SHARE = 10.0
 PREDICTOR_WHY = "10 × base-lr for the predictor in a short run (chosen on validation splits of grading sets)"
 # On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
