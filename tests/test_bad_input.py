@@ -99,6 +99,7 @@ CASES = {
     "epochs not a number": (["pretrain", "--epochs", "ten"], ["--epochs expects int", "ten"]),
     "image size 3": (["pretrain", "--image-size", "3"], ["--image-size must be at least 8"]),
     "learning rate NaN": (["pretrain", "--base-lr", "nan"], ["--base-lr must be a positive number"]),
+    "predictor rate negative": (["pretrain", "--predictor-lr", "-1"], ["--predictor-lr must be a positive number"]),
     "unknown optimizer": (["pretrain", "--optimizer", "rmsprop"], ["--optimizer must be one of", "lars"]),
     "unknown method": (["pretrain", "--method", "moco"], ["--method must be one of", "byol, simclr"]),
     "unknown compile mode": (["pretrain", "--compile", "--compile-mode", "fast"],
