@@ -38,7 +38,7 @@ PRESET_BIAS_NORM_WHY = ("the paper's 0.2 for biases and BatchNorm, which LARS do
 # from the features' statistics (Chen & He 2021; Tian et al. 2021): both keep it in step with the
 # encoder.  The preset's own 1872 steps keep the paper's single rate, as the preset was chosen.
 PREDICTOR_SHARE = 10.0
-PREDICTOR_WHY = "10 × base-lr for the predictor in a short run (chosen on validation splits of grading sets)"
+PREDICTOR_WHY = "10 × base-lr for the predictor in a run of {} steps (chosen on validation splits of grading sets)"
 # On a CPU no run sees more pixels than the preset (14–32 min on 2 cores), and a small set gets at
 # most this many epochs: 611 images at 64 px take 7 minutes on 2 cores (79 epochs about 14),
 # leaving time to evaluate in a quarter of an hour or so.
@@ -206,7 +206,7 @@ def _rates(rule: Rules, facts: DataFacts, steps: int, continued: bool) -> None:
     if preset and rule.derived("base_lr"):  # the preset's rate, not one the user gave (nor a resumed run's)
         rule("bias_norm_lr", PAPER_LR * share, PRESET_BIAS_NORM_WHY + (f" × {share:g}" if continued else ""))
         if steps <= PRESET_STEPS / 2:
-            rule("predictor_lr", PREDICTOR_SHARE * base, PREDICTOR_WHY + f" ({steps} steps)")
+            rule("predictor_lr", PREDICTOR_SHARE * base, PREDICTOR_WHY.format(steps))
     rule("bias_norm_lr", rule["base_lr"], "base_lr's")
     rule("predictor_lr", rule["base_lr"], "base_lr's")
 
