@@ -120,24 +120,28 @@ def test_clipped_lars_never_steps_a_layer_faster_than_the_learning_rate():
     torch.testing.assert_close(p.detach(), before - 0.1 * p.grad)  # the local rate clipped at the global 0.1
 
 
-def test_a_training_step_moves_biases_and_norm_parameters_at_their_own_rate():
-    """The CPU recipe's LARS rate is 4.0, its biases' and norms' the paper's 0.2 (``bias_norm_lr``): from
-    the same start and views, one step moves every weight alike and every 1-D parameter by 0.2 / 4 as far."""
+def moved_by_one_step(**rates) -> dict:
+    """How far one LARS training step moves each online parameter of a small BYOL (float64, so the
+    differences are exact), from the same start and views; ``rates``: the PretrainConfig rates."""
     from byol import BYOL, PretrainConfig, create_encoder
     from byol.training.step import TrainStep, build_optimizer
 
-    def moved(bias_norm_lr):
-        torch.manual_seed(0)
-        model = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16).double()  # exact differences
-        config = PretrainConfig(optimizer="lars", base_lr=4.0, bias_norm_lr=bias_norm_lr, weight_decay=1e-5)
-        step = TrainStep(model, build_optimizer(model, config, 0.0), torch.device("cpu"))
-        online = {n: p for n, p in model.named_parameters() if not n.startswith("target_")}
-        before = {n: p.detach().clone() for n, p in online.items()}
-        generator = torch.Generator().manual_seed(1)
-        step(*(torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64) for _ in range(2)), 0.5, 0.99)
-        return {n: p.detach() - before[n] for n, p in online.items()}
+    torch.manual_seed(0)
+    model = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16).double()
+    config = PretrainConfig(**{"optimizer": "lars", "base_lr": 4.0, "bias_norm_lr": 0.2, "weight_decay": 1e-5,
+                               **rates})
+    step = TrainStep(model, build_optimizer(model, config, 0.0), torch.device("cpu"))
+    online = {n: p for n, p in model.named_parameters() if not n.startswith("target_")}
+    before = {n: p.detach().clone() for n, p in online.items()}
+    generator = torch.Generator().manual_seed(1)
+    step(*(torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64) for _ in range(2)), 0.5, 0.99)
+    return {n: p.detach() - before[n] for n, p in online.items()}
 
-    same, paper = moved(4.0), moved(0.2)
+
+def test_a_training_step_moves_biases_and_norm_parameters_at_their_own_rate():
+    """The CPU recipe's LARS rate is 4.0, its biases' and norms' the paper's 0.2 (``bias_norm_lr``): from
+    the same start and views, one step moves every weight alike and every 1-D parameter by 0.2 / 4 as far."""
+    same, paper = moved_by_one_step(bias_norm_lr=4.0), moved_by_one_step(bias_norm_lr=0.2)
     one_d = [n for n in same if same[n].ndim <= 1]
     assert one_d and all(same[n].abs().max() > 0 for n in one_d)
     for name in same:
@@ -148,22 +152,7 @@ def test_a_training_step_moves_biases_and_norm_parameters_at_their_own_rate():
 def test_a_training_step_moves_the_predictors_weights_at_their_own_rate():
     """``predictor_lr`` 10 × ``base_lr``: from the same start and views, one step moves the predictor's
     weights ten times as far and every other parameter (its biases and norms too) as before."""
-    from byol import BYOL, PretrainConfig, create_encoder
-    from byol.training.step import TrainStep, build_optimizer
-
-    def moved(predictor_lr):
-        torch.manual_seed(0)
-        model = BYOL(create_encoder("narrow_resnet", 1, None, 16), 256, 32, 16).double()
-        config = PretrainConfig(optimizer="lars", base_lr=4.0, bias_norm_lr=0.2, predictor_lr=predictor_lr,
-                                weight_decay=1e-5)
-        step = TrainStep(model, build_optimizer(model, config, 0.0), torch.device("cpu"))
-        online = {n: p for n, p in model.named_parameters() if not n.startswith("target_")}
-        before = {n: p.detach().clone() for n, p in online.items()}
-        generator = torch.Generator().manual_seed(1)
-        step(*(torch.randn(8, 1, 16, 16, generator=generator, dtype=torch.float64) for _ in range(2)), 0.5, 0.99)
-        return {n: p.detach() - before[n] for n, p in online.items()}
-
-    paper, faster = moved(4.0), moved(40.0)
+    paper, faster = moved_by_one_step(predictor_lr=4.0), moved_by_one_step(predictor_lr=40.0)
     weights = [n for n in paper if n.startswith("predictor.") and paper[n].ndim > 1]
     assert len(weights) == 2 and all(paper[n].abs().max() > 0 for n in weights)
     for name in paper:
