@@ -12,8 +12,10 @@ table says, per encoder and label fraction: the mean selection metric of fine-tu
 the probe, the paired difference with its 95 % interval over the seeds and a paired bootstrap of
 the held-out images (``intervals.paired_difference``, what ``byol compare`` prints), how many
 seeds ended below their own probe, how many predicted a single grade, and the fine-tuning
-seconds.  The stable candidate — none below its probe, none of one grade — that costs least
-wins; then the higher mean.
+seconds.  A second table gives what each later candidate's fine-tuning costs in accuracy: its
+paired difference from the first candidate's (the same seeds, splits and held-out images).  The
+stable candidate — none below its probe, none of one grade — that costs least wins; then the
+higher mean.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 
     "no-clip-short": {"clip_grad": 0.0, "epochs": 10, "min_steps": 60},
     "short": {"epochs": 10, "min_steps": 60},
     "half": {"epochs": 15, "min_steps": 100},
+    "balance-loss-half": {"balance": "loss", "epochs": 15, "min_steps": 100},
 }
 
 
@@ -63,7 +66,9 @@ def main() -> None:
     ordinal = not args.fashion_mnist
     lines = ["| candidate | encoder | labels | probe | fine-tuned | fine-tuned − probe [95 %] | below its probe | one grade "
              "| fine-tuning s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    record = {}
+    record, first = {}, {}  # the first candidate's fine-tuned rows, per encoder and label fraction
+    against = ["| candidate − " + args.candidates[0] + " | encoder | labels | fine-tuned, paired [95 %] | verdict |",
+               "| --- | --- | --- | --- | --- |"]
     for name in args.candidates:
         started = time.perf_counter()
         comparison = evaluate([f"byol:{args.byol}", "random"], data=data, images=args.images, ordinal=ordinal,
@@ -81,6 +86,16 @@ def main() -> None:
                 single = sum(one_grade(rows["finetune", s]) for s in args.seeds)
                 record[f"{name}/{init}/{fraction}"] = {"probe": probe, "finetuned": tuned, "below": below,
                                                        "one_grade": single}
+                tuned_rows = [rows["finetune", s] for s in args.seeds]
+                if name == args.candidates[0]:
+                    first[init, fraction] = tuned_rows
+                else:
+                    versus = paired_difference([r["predicted"] for r in tuned_rows],
+                                               [r["predicted"] for r in first[init, fraction]],
+                                               [r["test_labels"] for r in tuned_rows],
+                                               [r["test_ids"] for r in tuned_rows], comparison.num_classes, metric)
+                    against.append(f"| {name} | {init.split('/')[-1]} | {fraction:g} | {versus.estimate:+.3f} "
+                                   f"[{versus.low:+.3f}, {versus.high:+.3f}] | {versus.verdict} |")
                 seeds = args.seeds  # each seed's probe and fine-tuning are scored on the same held-out images
                 difference = paired_difference([rows["finetune", s]["predicted"] for s in seeds],
                                                [rows["linear", s]["predicted"] for s in seeds],
@@ -91,8 +106,8 @@ def main() -> None:
                              f"{statistics.mean(tuned):.4f} | {difference.estimate:+.3f} [{difference.low:+.3f}, "
                              f"{difference.high:+.3f}] | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "
                              f"{seconds:.0f} (whole comparison) |")
-        print("\n".join(lines), flush=True)
-    (out / "finetune-selection.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines + [""] + against), flush=True)
+    (out / "finetune-selection.md").write_text("\n".join(lines + [""] + against) + "\n")
     (out / "finetune-selection.json").write_text(json.dumps(record, indent=1))
 
 
