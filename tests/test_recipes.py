@@ -144,3 +144,20 @@ def test_a_time_budget_spends_its_time_on_a_larger_view_only_when_epochs_allow()
     plenty = {64: 4 * BUDGET_MIN_EPOCHS, 96: 2 * BUDGET_MIN_EPOCHS, 128: BUDGET_MIN_EPOCHS, 224: BUDGET_MIN_EPOCHS // 3}
     assert budget_size(plenty, octa)[0] == 128
     assert budget_size({64: BUDGET_MIN_EPOCHS - 1, 96: 5}, octa)[0] == 64
+
+
+def test_the_view_chooser_tries_the_paper_table_against_geometry_alone_by_kind_of_image():
+    """Gray and colour 8-bit images try the same three views (the paper's table at the recipe's
+    crop, geometry from 30 % and 60 %); 16-bit and N-band images the microscopy set in the table's
+    place, since the paper's colour operations do not apply to them."""
+    from byol.training.choose import candidates
+
+    def names(facts):
+        return [candidate.name for candidate in candidates(facts, 0.08)]
+
+    eight_bit = ["full-crop-0.08", "geometric-crop-0.3", "geometric-crop-0.6"]
+    assert names(DataFacts(997, 512, 1, 8, True, "cpu")) == eight_bit
+    assert names(DataFacts(997, 256, 3, 8, True, "cpu")) == eight_bit  # no colour-only candidate: a proxy less
+    for channels, bits in ((1, 16), (4, 16), (4, 8)):
+        assert names(DataFacts(500, 64, channels, bits, True, "cpu")) == \
+            ["microscopy-crop-0.08", "geometric-crop-0.3", "geometric-crop-0.6"], (channels, bits)
