@@ -10,7 +10,7 @@ random init on every seed's label subset (``byol compare --test-fraction 0.2 --p
 finetune``: each seed's "test" images are a validation split of the development set), and the
 table says, per encoder and label fraction: the mean selection metric of fine-tuning and of
 the probe, the paired difference with its 95 % interval over the seeds and a paired bootstrap of
-the held-out images (``intervals.paired_difference``, what ``byol compare`` prints), how many
+the held-out images (``Comparison.paired``, what ``byol compare`` prints), how many
 seeds ended below their own probe, how many predicted a single grade, and the fine-tuning
 seconds.  A second table gives what each later candidate's fine-tuning costs in accuracy: its
 paired difference from the first candidate's (the same seeds, splits and held-out images).  The
@@ -28,7 +28,6 @@ from pathlib import Path
 from common import fashion_mnist_npz
 
 from byol import evaluate
-from byol.evaluation.intervals import paired_difference
 
 CANDIDATES = {  # name: fine-tuning settings (the defaults: clip 1, 30 epochs / 200 steps, encoder at the head's rate)
     "default": {},
@@ -80,28 +79,22 @@ def main() -> None:
             for fraction in args.label_fraction:
                 rows = {(r["protocol"], r["seed"]): r for r in comparison.rows
                         if r["init"] == init and r["label_fraction"] == fraction}
-                probe = [rows["linear", s][metric] for s in args.seeds]
-                tuned = [rows["finetune", s][metric] for s in args.seeds]
+                probe_rows = [rows["linear", s] for s in args.seeds]
+                tuned_rows = [rows["finetune", s] for s in args.seeds]
+                probe = [row[metric] for row in probe_rows]
+                tuned = [row[metric] for row in tuned_rows]
                 below = sum(t < p for t, p in zip(tuned, probe))
-                single = sum(one_grade(rows["finetune", s]) for s in args.seeds)
+                single = sum(one_grade(row) for row in tuned_rows)
                 record[f"{name}/{init}/{fraction}"] = {"probe": probe, "finetuned": tuned, "below": below,
                                                        "one_grade": single}
-                tuned_rows = [rows["finetune", s] for s in args.seeds]
                 if name == args.candidates[0]:
                     first[init, fraction] = tuned_rows
-                else:
-                    versus = paired_difference([r["predicted"] for r in tuned_rows],
-                                               [r["predicted"] for r in first[init, fraction]],
-                                               [r["test_labels"] for r in tuned_rows],
-                                               [r["test_ids"] for r in tuned_rows], comparison.num_classes, metric)
+                else:  # the same seeds, splits and held-out images as the first candidate's
+                    versus = comparison.paired(tuned_rows, first[init, fraction])
                     against.append(f"| {name} | {init.split('/')[-1]} | {fraction:g} | {versus.estimate:+.3f} "
                                    f"[{versus.low:+.3f}, {versus.high:+.3f}] | {versus.verdict} |")
-                seeds = args.seeds  # each seed's probe and fine-tuning are scored on the same held-out images
-                difference = paired_difference([rows["finetune", s]["predicted"] for s in seeds],
-                                               [rows["linear", s]["predicted"] for s in seeds],
-                                               [rows["linear", s]["test_labels"] for s in seeds],
-                                               [rows["linear", s]["test_ids"] for s in seeds],
-                                               comparison.num_classes, metric)
+                # each seed's probe and fine-tuning are scored on the same held-out images
+                difference = comparison.paired(tuned_rows, probe_rows)
                 lines.append(f"| {name} | {init.split('/')[-1]} | {fraction:g} | {statistics.mean(probe):.4f} | "
                              f"{statistics.mean(tuned):.4f} | {difference.estimate:+.3f} [{difference.low:+.3f}, "
                              f"{difference.high:+.3f}] | {below}/{len(args.seeds)} | {single}/{len(args.seeds)} | "

@@ -73,7 +73,7 @@ class Comparison:
         for (protocol, fraction), cells in self._by_setting().items():
             for i, (a, rows_a) in enumerate(cells):
                 for b, rows_b in cells[i + 1:]:
-                    difference = self._paired(rows_a, rows_b)
+                    difference = self.paired(rows_a, rows_b)
                     found.append({"protocol": protocol, "label_fraction": fraction, "a": a, "b": b,
                                   "difference": difference.estimate, "low": difference.low, "high": difference.high,
                                   "verdict": difference.verdict})
@@ -88,7 +88,7 @@ class Comparison:
             probe = cells.get(("linear", fraction, init))
             if protocol != "finetune" or probe is None:
                 continue
-            difference, by_seed = self._paired(tuned, probe), {row["seed"]: row[self.metric] for row in probe}
+            difference, by_seed = self.paired(tuned, probe), {row["seed"]: row[self.metric] for row in probe}
             paired = [row for row in tuned if row["seed"] in by_seed]
             found.append({"init": init, "label_fraction": fraction, "difference": difference.estimate,
                           "low": difference.low, "high": difference.high, "verdict": difference.verdict,
@@ -96,7 +96,7 @@ class Comparison:
                           "one_class": sum(len(torch.unique(row["predicted"])) == 1 for row in paired)})
         return found
 
-    def _paired(self, rows_a: list[dict], rows_b: list[dict]) -> Difference:
+    def paired(self, rows_a: list[dict], rows_b: list[dict]) -> Difference:
         """A − B over the seeds both cells have (``intervals.paired_difference``)."""
         first, second = {row["seed"]: row for row in rows_a}, {row["seed"]: row for row in rows_b}
         seeds = sorted(first.keys() & second.keys())
