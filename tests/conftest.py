@@ -63,6 +63,20 @@ def write_csv(path: Path, rows, header=("image", "label")) -> None:
         writer.writerows(rows)
 
 
+def labelled_csv(root, n=120, side=24):
+    """A labelled CSV of gray images whose grade is how much of the picture is dark, no test split."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        grade = i % 3
+        pixels = rng.integers(120, 255, (side, side), dtype=np.uint8)
+        pixels[: side * grade // 3] //= 4
+        save(root / "images" / f"{i:03d}.png", pixels, "L")
+        rows.append((f"images/{i:03d}.png", grade))
+    write_csv(root / "grades.csv", rows)
+    return root / "grades.csv"
+
+
 def small_class_folder(root: Path, n_per_class: int = 6, side: int = 20) -> Path:
     """train/ and test/ with three class folders; each class has its own dominant channel."""
     for split in ("train", "test"):

@@ -14,7 +14,7 @@ import torch
 
 from byol import pretrain
 from byol.base.errors import Interrupted, UserError
-from conftest import tiny_settings
+from conftest import labelled_csv, tiny_settings
 
 # Runs byol's command line in a process that kills itself with SIGNAL when the COUNT-th call of
 # the named function begins: the faults a preempted job, an OOM kill or a power cut cause.
@@ -184,6 +184,46 @@ def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_u
         assert choice_table(run) == choice_table(tmp_path / "straight"), stop_at
         assert (resumed.config.augmentations, resumed.config.crop_min_scale) == \
             (straight.config.augmentations, straight.config.crop_min_scale)
+        assert_same_weights(final_state(run), final_state(tmp_path / "straight"))
+
+
+@pytest.mark.slow
+def test_stopped_at_any_step_while_trying_the_views_closer_a_resumed_run_ends_as_an_uninterrupted_one(
+        tmp_path, monkeypatch):
+    """No proxy beats chance at 64 px and one does at 96 (planted): SIGTERM at each step of the
+    96-px proxies and at the run's first step, then --resume: the same two tables, the run at 96
+    px with the same views and the weights of an uninterrupted run."""
+    import byol.training.choose
+    import byol.training.step
+
+    monkeypatch.setattr(byol.training.choose, "beat_chance", lambda best, labels: best["image_size"] == 96)
+    settings = dict(epochs=4, batch_size=60, hidden_dim=32, knn_every=0, choose_augmentations=True)
+    data = labelled_csv(tmp_path, side=96)
+    straight = pretrain(**tiny_settings(data, tmp_path / "straight", **settings))
+    assert straight.config.image_size == 96
+    steps_at_64 = steps_at_96 = 3 * 1 * (120 // 60)  # three candidates, a quarter of 4 epochs, 2 steps an epoch
+    original = byol.training.step.TrainStep.__call__
+    for stop_at in range(steps_at_64 + 1, steps_at_64 + steps_at_96 + 2):
+        calls = [0]
+
+        def preempted(self, *args):
+            calls[0] += 1
+            loss = original(self, *args)
+            if calls[0] == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return loss
+
+        run = tmp_path / f"stopped-{stop_at}"
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
+        with pytest.raises(Interrupted) as stopped:
+            pretrain(**tiny_settings(data, run, **settings))
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+        if stop_at <= steps_at_64 + steps_at_96:
+            assert re.search(r"\(proxy [a-z]+-crop-[0-9.]+-96px\)", str(stopped.value)), str(stopped.value)
+        resumed = pretrain(out=str(run), resume=True)
+        assert choice_table(run) == choice_table(tmp_path / "straight"), stop_at
+        assert (resumed.config.image_size, resumed.config.augmentations, resumed.config.crop_min_scale) == \
+            (96, straight.config.augmentations, straight.config.crop_min_scale)
         assert_same_weights(final_state(run), final_state(tmp_path / "straight"))
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from byol import PretrainConfig, load_encoder, pretrain
 from byol.base.errors import UserError
-from conftest import save, small_class_folder, tiny_settings, write_csv
+from conftest import labelled_csv, save, small_class_folder, tiny_settings, write_csv
 
 
 def test_run_directory_has_everything_it_promises(tiny_idx, tmp_path):
@@ -248,20 +248,6 @@ def test_init_from_takes_a_torchvision_state_dict_for_gray_and_rgb_data(tiny_idx
         assert "fc.weight" not in encoder.state_dict()
 
 
-def labelled_csv(root, n=120, side=24):
-    """A labelled CSV of gray images whose grade is how much of the picture is dark, no test split."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        grade = i % 3
-        pixels = rng.integers(120, 255, (side, side), dtype=np.uint8)
-        pixels[: side * grade // 3] //= 4
-        save(root / "images" / f"{i:03d}.png", pixels, "L")
-        rows.append((f"images/{i:03d}.png", grade))
-    write_csv(root / "grades.csv", rows)
-    return root / "grades.csv"
-
-
 def test_a_labels_only_csv_shows_progress_on_a_validation_split_and_ends_with_a_number(tmp_path, capsys):
     result = pretrain(**tiny_settings(labelled_csv(tmp_path), tmp_path / "run", epochs=2, knn_every=1, knn_k=5,
                                       image_size=16))
@@ -290,7 +276,7 @@ def test_proxies_of_a_labels_only_csv_with_unlabeled_images_say_validation_and_s
     for proxy in (tmp_path / "run" / "choice").iterdir():
         scored_on = json.loads((proxy / "results.json").read_text())["scored_on"]
         assert scored_on.startswith("a validation split of 24 labelled images"), scored_on
-    assert "| no pre-training: the start, for reference | 0 |" in capsys.readouterr().out
+    assert "| no pre-training: the start, for reference | 16 | 0 |" in capsys.readouterr().out
 
 
 def test_the_start_a_run_is_scored_beside_is_the_network_it_started_from(tmp_path):
@@ -368,7 +354,48 @@ def test_the_chooser_never_sees_the_test_labels(tmp_path, capsys):
     assert len(tables[0]) == 3 and tables[0] == tables[1]
     captured = capsys.readouterr()
     assert "no candidate beat chance" not in captured.err  # the grades show: the proxies see them
-    assert captured.out.count("| no pre-training: the start, for reference | 0 |") == 2  # a row per table
+    assert captured.out.count("| no pre-training: the start, for reference | 16 | 0 |") == 2  # a row per table
+
+
+def test_a_closer_view_is_the_next_size_the_images_allow_where_the_recipe_set_the_size():
+    from byol.settings.recipes import DataFacts
+    from byol.training.choose import closer_size
+
+    files, asked = DataFacts(611, 512, 3, 8, True, "cpu"), PretrainConfig(data="x.csv")
+    assert closer_size(asked, asked.replace(image_size=64), files) == 96
+    assert closer_size(asked, asked.replace(image_size=96), files) == 128
+    assert closer_size(asked.replace(image_size=64), asked.replace(image_size=64), files) is None  # given: kept
+    assert closer_size(asked.replace(time_budget="8m"), asked.replace(image_size=64), files) is None  # the budget's
+    assert closer_size(asked, asked.replace(image_size=64), DataFacts(611, 80, 3, 8, True, "cpu")) is None  # no pixels
+    assert closer_size(asked, asked.replace(image_size=28), DataFacts(9_000, 28, 1, 8, False, "cpu")) is None  # arrays
+    assert closer_size(asked, asked.replace(image_size=224), DataFacts(611, 1024, 3, 8, True, "cuda")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seen_at", [96, None])
+def test_where_no_candidate_beats_chance_the_views_are_tried_closer(tmp_path, capsys, monkeypatch, seen_at):
+    """Planted: no proxy beats chance at the recipe's 64 px, and one does at 96 (or none does).
+    The candidates are tried again at 96 px; the run trains at 96 px with the views chosen there
+    (the standard stem, settings and normalisation derived for 96), or stays at 64 px with the
+    warning naming both sizes; choice.csv holds both tables."""
+    import byol.training.choose as choose_module
+
+    monkeypatch.setattr(choose_module, "beat_chance", lambda best, labels: best["image_size"] == seen_at)
+    run = pretrain(**tiny_settings(labelled_csv(tmp_path, side=96), tmp_path / "run", epochs=4, knn_every=0,
+                                   choose_augmentations=True))
+    with (tmp_path / "run" / "choice.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [int(row["image_size"]) for row in table] == [64] * 3 + [96] * 3
+    chosen = [row for row in table if row["chosen"] == "True"]
+    assert len(chosen) == 1 and int(chosen[0]["image_size"]) == run.config.image_size == (seen_at or 64)
+    assert (run.config.augmentations, run.config.crop_min_scale) == \
+        (chosen[0]["augmentations"], float(chosen[0]["crop_min_scale"]))
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["image_size"] == run.config.image_size and len(run.metrics) == 4
+    assert load_encoder(tmp_path / "run" / "encoder.safetensors").encoder_config["small_stem"] == (seen_at is None)
+    err = capsys.readouterr().err
+    assert "no candidate beat chance at 64 px: trying them at 96 px" in err
+    assert ("64-px or 96-px views" in err) == (seen_at is None)
 
 
 @pytest.mark.slow

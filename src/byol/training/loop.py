@@ -9,6 +9,7 @@ writes, and how a resume reads it back, is ``base/rundir.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -21,13 +22,13 @@ from ..base.rundir import MetricsLog, RunDir, git_commit
 from ..data import Batch, DataSplits, ImageSet, as_splits, with_unlabeled
 from ..models.backbones import save_encoder
 from ..settings.pretrain import PretrainConfig, requested, resumed
-from ..settings.recipes import data_facts, resolve
+from ..settings.recipes import DataFacts, data_facts, resolve
 from ..views.spec import byol_views
 from .checkpointing import Checkpointer, LoopState, stop_requests
 from .distributed import Process, init_process, sync_batchnorm
 from .meter import Diverged, StepMeter
 from .budget import plan_budget
-from .choose import choose, should_choose, validation_splits
+from .choose import choose_views, should_choose
 from .monitor import frozen_evaluation, measured_on, projection_spread, warn_if_collapsed
 from .step import Plan, TrainStep, build_model, build_optimizer, two_views
 
@@ -143,16 +144,8 @@ def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None,
     if config.time_budget and config.epochs is None:
         budget = plan_budget(config, facts, dataset, device, choosing, started, process.is_main)
         config = budget.config
-    resolved, derived = resolve(config, facts)
-    if derived and process.is_main:
-        print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
-    dataset = dataset.prepared(resolved.image_size, resolved.stream, strict=resolved.strict)
-    mean, std = dataset.normalisation(resolved.mean, resolved.std)
-    resolved = resolved.replace(mean=tuple(round(v, 6) for v in mean.tolist()),
-                                std=tuple(round(v, 6) for v in std.tolist()))
-    plan = Plan.of(resolved, len(dataset.train), process)
-    torch.manual_seed(resolved.seed)  # the same initial weights on every rank
-    model = build_model(resolved, dataset.train.channels, plan.image_size, encoder).to(device)
+    raw = dataset
+    resolved, dataset, plan, model = settled = _settled(config, raw, facts, encoder, process, device)
     if process.is_main and not config.resume:  # a new run: everything given was checked, only now touch the disk
         run.create(config.overwrite)
         run.save_config(config.to_dict())  # as asked; what the data decides follows below
@@ -161,8 +154,8 @@ def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None,
             run.save_held_out(dataset.test.names or [str(i) for i in range(len(dataset.test))],
                               dataset.test.labels.tolist(), dataset.test.identities())
     if choosing:
-        chosen, _ = choose(resolved, config, validation_splits(dataset, scored_on, resolved.seed), facts, run, pretrain)
-        resolved = resolved.replace(augmentations=chosen.augmentations, crop_min_scale=chosen.crop_min_scale)
+        settle = functools.partial(_settled, raw=raw, facts=facts, encoder=encoder, process=process, device=device)
+        resolved, dataset, plan, model = choose_views(settled, config, settle, facts, run, scored_on, pretrain)
     deadline = None
     if budget:  # the proxies took what they took: the run's length is set by the time truly left
         resolved, deadline = budget.length(resolved, facts, started, time.perf_counter(), shorten=choosing)
@@ -171,6 +164,22 @@ def _set_up(config: PretrainConfig, run: RunDir, splits: DataSplits | None,
         run.save_config(resolved.to_dict())  # every setting of the run, as it trains
     loop, state = _build_loop(resolved, plan, model, run, dataset, scored_on, process, device, started)
     return dataclasses.replace(loop, deadline=deadline), state
+
+
+def _settled(config: PretrainConfig, raw: DataSplits, facts: DataFacts, encoder: torch.nn.Module | None,
+             process: Process, device: torch.device) -> tuple[PretrainConfig, DataSplits, Plan, torch.nn.Module]:
+    """``config`` with every open setting derived (printed), the data prepared for its views and
+    normalised by them, the run's plan, and its model at the seed's initial weights."""
+    resolved, derived = resolve(config, facts)
+    if derived and process.is_main:
+        print("byol: settings derived from the data (set any of them to override):\n" + "\n".join(derived))
+    dataset = raw.prepared(resolved.image_size, resolved.stream, strict=resolved.strict)
+    mean, std = dataset.normalisation(resolved.mean, resolved.std)
+    resolved = resolved.replace(mean=tuple(round(v, 6) for v in mean.tolist()),
+                                std=tuple(round(v, 6) for v in std.tolist()))
+    plan = Plan.of(resolved, len(dataset.train), process)
+    torch.manual_seed(resolved.seed)  # the same initial weights on every rank
+    return resolved, dataset, plan, build_model(resolved, dataset.train.channels, plan.image_size, encoder).to(device)
 
 
 def _build_loop(config: PretrainConfig, plan: Plan, model: torch.nn.Module, run: RunDir, dataset: DataSplits,
