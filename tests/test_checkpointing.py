@@ -149,6 +149,29 @@ def choice_table(run):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
+def stopped_after_step(stop_at: int, settings: dict, monkeypatch) -> Interrupted:
+    """``pretrain(**settings)`` sent SIGTERM as its ``stop_at``-th training step (of any run it
+    makes, proxies included) returns; the error it stopped with."""
+    import byol.training.step
+
+    original, calls = byol.training.step.TrainStep.__call__, [0]
+
+    def preempted(self, *args):
+        calls[0] += 1
+        loss = original(self, *args)
+        if calls[0] == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            pretrain(**settings)
+    finally:
+        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+    return stopped.value
+
+
 @pytest.mark.slow
 def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_uninterrupted_one(
         tiny_idx, tmp_path, monkeypatch):
@@ -156,30 +179,15 @@ def test_stopped_at_any_step_while_choosing_the_views_a_resumed_run_ends_as_an_u
     of the run as the message says: the same proxies (built from the settings the run was asked
     for — a resumed run's own flags are only --out and --resume), the same choice table, the
     weights of an uninterrupted run."""
-    import byol.training.step
-
     settings = dict(epochs=4, batch_size=160, hidden_dim=48, knn_k=7, knn_every=0, choose_augmentations=True)
     straight = pretrain(**tiny_settings(tiny_idx, tmp_path / "straight", **settings))
     proxy_steps = 3 * 1 * (320 // 160)  # three candidates (gray images), a quarter of 4 epochs each, 2 steps an epoch
-    original = byol.training.step.TrainStep.__call__
     for stop_at in range(1, proxy_steps + 2):
-        calls = [0]
-
-        def preempted(self, *args):
-            calls[0] += 1
-            loss = original(self, *args)
-            if calls[0] == stop_at:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return loss
-
         run = tmp_path / f"stopped-{stop_at}"
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
-        with pytest.raises(Interrupted) as stopped:
-            pretrain(**tiny_settings(tiny_idx, run, **settings))
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+        stopped = stopped_after_step(stop_at, tiny_settings(tiny_idx, run, **settings), monkeypatch)
         if stop_at <= proxy_steps:
-            assert "while choosing the views (proxy " in str(stopped.value), stop_at
-        assert str(stopped.value).endswith(f"continue with: byol pretrain --out {run} --resume"), str(stopped.value)
+            assert "while choosing the views (proxy " in str(stopped), stop_at
+        assert str(stopped).endswith(f"continue with: byol pretrain --out {run} --resume"), str(stopped)
         resumed = pretrain(out=str(run), resume=True)
         assert choice_table(run) == choice_table(tmp_path / "straight"), stop_at
         assert (resumed.config.augmentations, resumed.config.crop_min_scale) == \
@@ -194,7 +202,6 @@ def test_stopped_at_any_step_while_trying_the_views_closer_a_resumed_run_ends_as
     96-px proxies and at the run's first step, then --resume: the same two tables, the run at 96
     px with the same views and the weights of an uninterrupted run."""
     import byol.training.choose
-    import byol.training.step
 
     monkeypatch.setattr(byol.training.choose, "beat_chance", lambda best, labels: best["image_size"] == 96)
     settings = dict(epochs=4, batch_size=60, hidden_dim=32, knn_every=0, choose_augmentations=True)
@@ -202,24 +209,11 @@ def test_stopped_at_any_step_while_trying_the_views_closer_a_resumed_run_ends_as
     straight = pretrain(**tiny_settings(data, tmp_path / "straight", **settings))
     assert straight.config.image_size == 96
     steps_at_64 = steps_at_96 = 3 * 1 * (120 // 60)  # three candidates, a quarter of 4 epochs, 2 steps an epoch
-    original = byol.training.step.TrainStep.__call__
     for stop_at in range(steps_at_64 + 1, steps_at_64 + steps_at_96 + 2):
-        calls = [0]
-
-        def preempted(self, *args):
-            calls[0] += 1
-            loss = original(self, *args)
-            if calls[0] == stop_at:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return loss
-
         run = tmp_path / f"stopped-{stop_at}"
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", preempted)
-        with pytest.raises(Interrupted) as stopped:
-            pretrain(**tiny_settings(data, run, **settings))
-        monkeypatch.setattr(byol.training.step.TrainStep, "__call__", original)
+        stopped = stopped_after_step(stop_at, tiny_settings(data, run, **settings), monkeypatch)
         if stop_at <= steps_at_64 + steps_at_96:
-            assert re.search(r"\(proxy [a-z]+-crop-[0-9.]+-96px\)", str(stopped.value)), str(stopped.value)
+            assert re.search(r"\(proxy [a-z]+-crop-[0-9.]+-96px\)", str(stopped)), str(stopped)
         resumed = pretrain(out=str(run), resume=True)
         assert choice_table(run) == choice_table(tmp_path / "straight"), stop_at
         assert (resumed.config.image_size, resumed.config.augmentations, resumed.config.crop_min_scale) == \
