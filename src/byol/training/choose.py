@@ -123,18 +123,21 @@ def choose_views(settled: tuple, asked: PretrainConfig, settle, facts: DataFacts
     chosen, rows, fine = choose(resolved, asked, validation_splits(dataset, scored_on, resolved.seed), facts, run,
                                 pretrain)
     sizes, closer = [resolved.image_size], None if fine else closer_size(asked, resolved, facts)
+    table = rows
     if closer:
         print(f"byol: no candidate beat chance at {resolved.image_size} px: trying them at {closer} px, where "
               "the grades may show", file=sys.stderr)
         larger = settle(asked.replace(image_size=closer))
         splits = validation_splits(larger[1], scored_on, resolved.seed)
-        chosen_there, rows_there, fine = choose(larger[0], asked, splits, facts, run, pretrain, earlier=rows)
+        chosen_there, rows_there, fine = choose(larger[0], asked, splits, facts, run, pretrain, f"-{closer}px")
         sizes.append(closer)
         if fine:
             settled, chosen = larger, chosen_there
             print(f"byol: the run takes {closer}-px views, where a candidate beat chance", file=sys.stderr)
+            table = [{**row, "chosen": False} for row in rows] + rows_there
         else:  # noise at both sizes: the run keeps the derived size, and the table says so
-            save_choice(run, rows + [{**row, "chosen": False} for row in rows_there])
+            table = rows + [{**row, "chosen": False} for row in rows_there]
+    save_choice(run, table)
     if not fine:
         warn_at_chance(next(row for row in rows if row["chosen"]), dataset.test.labels, sizes)
     return (settled[0].replace(augmentations=chosen.augmentations, crop_min_scale=chosen.crop_min_scale),
@@ -142,13 +145,12 @@ def choose_views(settled: tuple, asked: PretrainConfig, settle, facts: DataFacts
 
 
 def choose(config: PretrainConfig, asked: PretrainConfig, dataset: DataSplits, facts: DataFacts, run: RunDir,
-           pretrain, earlier: list[dict] | None = None) -> tuple[Candidate, list[dict], bool]:
+           pretrain, suffix: str = "") -> tuple[Candidate, list[dict], bool]:
     """The candidate whose proxy scores best on the validation split, every candidate's row, and
     whether it beat chance.  ``config``: the run's settings, resolved; ``asked``: as the user asked
     for them.  ``pretrain``: ``byol.pretrain`` itself (passed in: this module is part of it).
-    ``earlier``: the rows of the candidates at a smaller view size, kept in choice.csv."""
-    rows, earlier = [], earlier or []
-    folder, suffix = run.path / "choice", f"-{config.image_size}px" if earlier else ""
+    ``suffix``: of the proxies' folders under choice/ (those of a closer look's size)."""
+    rows, folder = [], run.path / "choice"
     print(f"byol: choosing the views on a validation split of {len(dataset.test)} labelled images: "
           f"{len(candidates(facts, config.crop_min_scale))} proxy runs of {PROXY_SHARE:.0%} of the epochs each "
           f"at {config.image_size} px (set --augmentations and --crop-min-scale to skip this)", file=sys.stderr)
@@ -172,7 +174,6 @@ def choose(config: PretrainConfig, asked: PretrainConfig, dataset: DataSplits, f
     best = max(rows, key=lambda row: (row["linear_balanced_accuracy"], row["knn_top1"]))
     for row in rows:
         row["chosen"] = row is best
-    save_choice(run, [{**row, "chosen": False} for row in earlier] + rows)
     start = {key: results[key] for key in ("start_linear_balanced_accuracy", "start_linear_qwk", "start_linear_top1")
              if key in results}  # every proxy starts from the same network: the last one's figures serve
     print(choice_table(rows, start))
