@@ -181,7 +181,6 @@ def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_
     images, labels = graded_arrays()
     settings = dict(data=(images, labels), protocols=["knn"], seeds=[0, 1], label_fraction=[1.0])
     straight = evaluate(["random", "pixels"], out=str(tmp_path / "straight"), **settings).rows
-    assert not (tmp_path / "straight" / "compare.parts").exists()  # the tables are the record
     original, calls, stop_at = compare.evaluate_encoder, [], [0]
 
     def scored(name, encoder, data, config, device, split, cache):
@@ -209,6 +208,46 @@ def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_
             assert torch.equal(row["predicted"], expected["predicted"])
     stopped_then_again(str(tmp_path / "changed"), 3, knn_k=3)
     assert len(calls) == 4  # another setting: nothing of the stopped run is used
+
+
+def without_tensors(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("predicted", "test_labels", "test_ids")}
+
+
+def test_more_seeds_later_score_only_the_new_ones_and_pool_as_one_comparison(tmp_path, monkeypatch, capsys):
+    """Seeds 0 1, then 0 1 2 into the same folder: only seed 2 is scored, and the rows and
+    verdicts are those of one comparison of seeds 0 1 2; a seed's rows do not depend on the
+    other seeds (seed 1 alone scores as seed 1 among 0 1)."""
+    from byol import evaluate
+    from byol.evaluation import compare
+
+    images, labels = graded_arrays()
+    settings = dict(data=(images, labels), protocols=["knn", "linear", "finetune"], label_fraction=[1.0, 0.5],
+                    epochs=1, min_steps=4)
+    fresh = evaluate(["random", "pixels"], out=str(tmp_path / "fresh"), seeds=[0, 1, 2], **settings)
+    alone = evaluate(["random", "pixels"], out=str(tmp_path / "alone"), seeds=[1], **settings).rows
+    assert [without_tensors(row) for row in alone] == \
+        [without_tensors(row) for row in fresh.rows if row["seed"] == 1]
+    evaluate(["random", "pixels"], out=str(tmp_path / "grown"), seeds=[0, 1], **settings)
+    assert "scores only the new seeds, and the verdicts pool them all" in capsys.readouterr().out
+    original, calls = compare.evaluate_encoder, []
+
+    def scored(name, encoder, data, config, device, split, cache):
+        calls.append((name, split.seed))
+        return original(name, encoder, data, config, device, split, cache)
+
+    monkeypatch.setattr(compare, "evaluate_encoder", scored)
+    grown = evaluate(["random", "pixels"], out=str(tmp_path / "grown"), seeds=[0, 1, 2], **settings)
+    assert calls == [("random", 2), ("pixels", 2)]
+    for row, expected in zip(grown.rows, fresh.rows, strict=True):
+        assert without_tensors(row) == without_tensors(expected)
+        assert torch.equal(row["predicted"], expected["predicted"])
+    assert grown.verdicts() == fresh.verdicts()
+    assert (tmp_path / "grown" / "compare.md").read_text() == (tmp_path / "fresh" / "compare.md").read_text()
+    calls.clear()
+    evaluate(["random", "pixels"], out=str(tmp_path / "grown"), seeds=[0, 1, 2], **{**settings, "knn_k": 3})
+    assert len(calls) == 6  # another setting: every seed scored afresh
+    assert any(row["protocol"] == "finetune" for row in fresh.rows)
 
 
 def test_a_comparison_that_cannot_keep_its_parts_still_ends(tmp_path, monkeypatch, capsys):

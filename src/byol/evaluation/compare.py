@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -249,15 +248,16 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
     write_results(comparison, out, stem, labelled.name, labelled.classes,
                   f"{len(labelled.pool)} labelled images; selection metric {config.selection_metric}; "
                   f"seeds {', '.join(map(str, config.seeds))}.")
-    print(f"byol: results in {out / stem}.csv and .md")
-    shutil.rmtree(parts, ignore_errors=True)  # the tables are the record now
+    print(f"byol: results in {out / stem}.csv and .md; each encoder × seed is kept in {parts}: the same command "
+          f"with more {setting('seeds')} scores only the new seeds, and the verdicts pool them all")
     return comparison
 
 
 def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, splits: list[SeedSplit],
                device: torch.device, parts: Path) -> list[dict]:
     """Every encoder's rows for every seed; each (encoder, seed) saved in ``parts`` as it ends, and
-    taken from there when an interrupted run of the same comparison left it (``finished_part``)."""
+    taken from there when an earlier run of the same comparison left it — stopped, or with other
+    seeds (``finished_part``)."""
     rows, caches, common = [], {}, fingerprint(config, labelled)
     for split in splits:
         for number, name in enumerate(config.init):
@@ -274,16 +274,18 @@ def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, spl
                     print(f"byol: warning: could not keep {name}, seed {split.seed} in {parts} ({first_line(error)});"
                           " the comparison goes on, but a stop now would score it again", file=sys.stderr)
             else:
-                print(f"byol: {name}, seed {split.seed}: scored before this comparison was stopped; kept "
+                print(f"byol: {name}, seed {split.seed}: scored by an earlier run of this comparison; kept "
                       f"({part})", file=sys.stderr)
             rows += done
     return rows
 
 
 def fingerprint(config: EvalConfig, labelled: LabelledData):
-    """What every encoder's rows depend on: every setting but where the tables go and the device,
-    and the labelled images (by identity) with their labels; ``weights_key`` adds the encoder."""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in config.to_dict().items() if k not in ("out", "device")},
+    """What every encoder's rows depend on: every setting but where the tables go, the device and
+    the seeds (a seed's splits, initialisation and fine-tuning are drawn from it alone, so the
+    rows of seed 3 are the same in a comparison of seeds 0–4 as of seeds 3–4), and the labelled
+    images (by identity) with their labels; ``weights_key`` adds the encoder."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in config.to_dict().items() if k not in ("out", "device", "seeds")},
                                        sort_keys=True, default=str).encode())
     tensors = [labelled.pool.identities(), labelled.pool.labels]
     if labelled.fixed_test is not None:
@@ -303,9 +305,9 @@ def _hashed(digest, tensors):
 
 
 def finished_part(path: Path, key: str) -> list[dict] | None:
-    """The rows an interrupted run of the same comparison saved for this encoder and seed
-    (``evaluate`` writes one file per encoder and seed as it goes, and removes them at the end);
-    None when there are none, or they belong to other settings, data or weights."""
+    """The rows an earlier run of the same comparison — interrupted, or with other seeds — saved
+    for this encoder and seed (``evaluate`` writes one file per encoder and seed as it goes, and
+    keeps them); None when there are none, or they belong to other settings, data or weights."""
     try:
         saved = torch.load(path, weights_only=False)
     except Exception:  # absent, or cut short: score again
