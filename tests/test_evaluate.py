@@ -172,6 +172,10 @@ def test_compare_repeats_every_cell_per_seed_with_paired_verdicts(tmp_path):
     assert (tmp_path / "subset-1-seed2.csv").is_file()
 
 
+def without_tensors(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("predicted", "test_labels", "test_ids")}
+
+
 def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     """Ctrl-C before each (encoder, seed) in turn: run again, the comparison scores only what
     was not finished, and its rows are the uninterrupted run's; other settings score afresh."""
@@ -203,15 +207,10 @@ def test_a_stopped_comparison_keeps_what_it_scored_and_ends_as_an_uninterrupted_
         rows = stopped_then_again(str(tmp_path / f"stopped-{stop}"), stop)
         assert len(calls) == 4 - (stop - 1), (stop, calls)  # the finished ones were kept
         for row, expected in zip(rows, straight, strict=True):
-            assert {k: v for k, v in row.items() if k not in ("predicted", "test_labels", "test_ids")} == \
-                {k: v for k, v in expected.items() if k not in ("predicted", "test_labels", "test_ids")}
+            assert without_tensors(row) == without_tensors(expected)
             assert torch.equal(row["predicted"], expected["predicted"])
     stopped_then_again(str(tmp_path / "changed"), 3, knn_k=3)
     assert len(calls) == 4  # another setting: nothing of the stopped run is used
-
-
-def without_tensors(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("predicted", "test_labels", "test_ids")}
 
 
 def test_more_seeds_later_score_only_the_new_ones_and_pool_as_one_comparison(tmp_path, monkeypatch, capsys):
@@ -262,7 +261,9 @@ def test_a_comparison_that_cannot_keep_its_parts_still_ends(tmp_path, monkeypatc
     comparison = evaluate(["random", "pixels"], data=(images, labels), protocols=["knn"], seeds=[0],
                           label_fraction=[1.0], out=str(tmp_path))
     assert len(comparison.rows) == 2 and (tmp_path / "compare.md").is_file()
-    assert "could not keep random, seed 0" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "could not keep random, seed 0" in printed.err
+    assert "scores only the new seeds" not in printed.out  # nothing was kept, so nothing is promised
 
 
 def test_no_choice_of_any_protocol_depends_on_the_test_labels(tmp_path):

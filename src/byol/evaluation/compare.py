@@ -248,8 +248,10 @@ def evaluate(encoders=(), data=None, *, stem: str = "compare", config_file: str 
     write_results(comparison, out, stem, labelled.name, labelled.classes,
                   f"{len(labelled.pool)} labelled images; selection metric {config.selection_metric}; "
                   f"seeds {', '.join(map(str, config.seeds))}.")
-    print(f"byol: results in {out / stem}.csv and .md; each encoder × seed is kept in {parts}: the same command "
-          f"with more {setting('seeds')} scores only the new seeds, and the verdicts pool them all")
+    print(f"byol: results in {out / stem}.csv and .md")
+    if any(parts.glob("*.pt")):  # none on a disk too full to keep them
+        print(f"byol: each encoder × seed is kept in {parts}: the same command with more {setting('seeds')} scores "
+              "only the new seeds, and the verdicts pool them all")
     return comparison
 
 
