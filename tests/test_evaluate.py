@@ -1,4 +1,6 @@
 import csv
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,10 +245,27 @@ def test_more_seeds_later_score_only_the_new_ones_and_pool_as_one_comparison(tmp
         assert torch.equal(row["predicted"], expected["predicted"])
     assert grown.verdicts() == fresh.verdicts()
     assert (tmp_path / "grown" / "compare.md").read_text() == (tmp_path / "fresh" / "compare.md").read_text()
+    shutil.copytree(tmp_path / "grown", tmp_path / "upgraded")
     calls.clear()
     evaluate(["random", "pixels"], out=str(tmp_path / "grown"), seeds=[0, 1, 2], **{**settings, "knn_k": 3})
     assert len(calls) == 6  # another setting: every seed scored afresh
+    calls.clear()
+    monkeypatch.setattr(compare, "scoring_code", lambda: "another version of byol or torch")
+    evaluate(["random", "pixels"], out=str(tmp_path / "upgraded"), seeds=[0, 1, 2], **settings)
+    assert len(calls) == 6  # parts another version kept are scored again, not pooled
     assert any(row["protocol"] == "finetune" for row in fresh.rows)
+
+
+def test_the_scoring_code_key_changes_with_any_source_file(tmp_path):
+    import byol
+    from byol.evaluation.compare import scoring_code
+
+    package = Path(byol.__file__).parent
+    copy = shutil.copytree(package, tmp_path / "byol", ignore=shutil.ignore_patterns("__pycache__"))
+    assert scoring_code(copy) == scoring_code()
+    module = copy / "evaluation" / "frozen.py"
+    module.write_text(module.read_text() + "\n# another version\n")
+    assert scoring_code.__wrapped__(copy) != scoring_code()
 
 
 def test_a_comparison_that_cannot_keep_its_parts_still_ends(tmp_path, monkeypatch, capsys):

@@ -6,6 +6,7 @@ The protocols are libraries of their own (``frozen.py``: k-NN and the linear pro
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -285,14 +286,26 @@ def _score_all(config: EvalConfig, labelled: LabelledData, loader: Encoders, spl
 def fingerprint(config: EvalConfig, labelled: LabelledData):
     """What every encoder's rows depend on: every setting but where the tables go, the device and
     the seeds (a seed's splits, initialisation and fine-tuning are drawn from it alone, so the
-    rows of seed 3 are the same in a comparison of seeds 0–4 as of seeds 3–4), and the labelled
-    images (by identity) with their labels; ``weights_key`` adds the encoder."""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in config.to_dict().items() if k not in ("out", "device", "seeds")},
-                                       sort_keys=True, default=str).encode())
+    rows of seed 3 are the same in a comparison of seeds 0–4 as of seeds 3–4), the labelled
+    images (by identity) with their labels, and the code that scores them (``scoring_code``);
+    ``weights_key`` adds the encoder."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("out", "device", "seeds")}
+    digest = hashlib.sha256(json.dumps({**settings, "code": scoring_code()}, sort_keys=True, default=str).encode())
     tensors = [labelled.pool.identities(), labelled.pool.labels]
     if labelled.fixed_test is not None:
         tensors += [labelled.fixed_test.identities(), labelled.fixed_test.labels]
     return _hashed(digest, tensors)
+
+
+@functools.cache
+def scoring_code(package: Path = Path(__file__).parents[1]) -> str:
+    """byol's source and torch's version: parts kept by another version of either are scored
+    again, not pooled with this one's seeds (the package's version number stays the same
+    between releases, its source does not)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def weights_key(common, encoder: nn.Module) -> str:
