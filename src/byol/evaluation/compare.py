@@ -300,8 +300,8 @@ def fingerprint(config: EvalConfig, labelled: LabelledData):
 @functools.cache
 def scoring_code(package: Path = Path(__file__).parents[1]) -> str:
     """byol's source and torch's version: parts kept by another version of either are scored
-    again, not pooled with this one's seeds (the package's version number stays the same
-    between releases, its source does not)."""
+    again, not pooled with this one's seeds (byol's version number does not change with every
+    edit of its source)."""
     digest = hashlib.sha256(torch.__version__.encode())
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + path.read_bytes())
