@@ -151,6 +151,31 @@ def test_clipping_bounds_every_step_by_the_gradients_norm(tiny_idx):
     assert moved[0.0] > 1000 * moved[1e-6]
 
 
+def test_geometric_fine_tuning_views_turn_images_upside_down_and_crop_flip_views_never_do(monkeypatch):
+    """``--views`` reaches the training views: a bright top row stays on top under crop-flip (the
+    paper's), and lands in the bottom half of some views under geometric (vertical flips and any
+    rotation), with each view's turn drawn per image."""
+    import byol.evaluation.finetune as finetune_module
+
+    images = torch.zeros(64, 1, 16, 16, dtype=torch.uint8)
+    images[:, :, :2] = 255  # the top two rows lit, nothing else
+    train = ImageSet(images, torch.arange(64) % 2)
+    seen, real_augment = [], finetune_module.augment
+    monkeypatch.setattr(finetune_module, "augment", lambda *a, **k: seen.append(real_augment(*a, **k)) or seen[-1])
+    bottom = {}
+    for views in ("crop-flip", "geometric"):
+        seen.clear()
+        torch.manual_seed(0)
+        settings = FinetuneSettings(epochs=2, min_steps=0, batch_size=32, crop_min_scale=1.0, head="new", views=views)
+        finetune(create_encoder("narrow_resnet", 1, None, 16), train, None, 2, torch.tensor([0.1]),
+                 torch.tensor([0.3]), 16, torch.device("cpu"), settings, progress=False)
+        x = torch.cat(seen)[:, 0]
+        bottom[views] = (x[:, 8:].mean((1, 2)) > x[:, :8].mean((1, 2))).float().mean().item()
+        assert len(x) == 128
+    assert bottom["crop-flip"] == 0.0
+    assert 0.2 < bottom["geometric"] < 0.8  # per image: some views turned, some not
+
+
 @pytest.mark.parametrize("balance", ["loss", "none"])
 def test_the_head_is_refitted_as_the_probe_was_whatever_training_left_in_it(tiny_idx, monkeypatch, balance):
     """Fine-tuning ends by fitting the head again as the probe was fitted (same L2, class-weighted

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..views.spec import ViewSpec
+from ..views.spec import DOMAIN_CHANGES, ViewSpec
 
 from ..views.apply import augment
 
@@ -32,6 +32,7 @@ from ..optim.schedule import learning_rate
 from ..settings.mechanism import Settings, option, require
 
 BALANCING = ("none", "loss", "sampler")
+VIEWS = ("crop-flip", "geometric")
 
 
 @dataclass
@@ -50,7 +51,11 @@ class FinetuneSettings(Settings):
                        "2022), so fine-tuning starts where the probe ends; new: a zero head. Either way the head is "
                        "re-fitted at the end as the probe was, on the fine-tuned features", choices=("probe", "new"))
     weight_decay: float = option(0.0, "weight decay on weights (not biases or norm parameters)")
-    crop_min_scale: float = option(0.4, "random resized crop scale (min, 1), plus horizontal flip: nothing else")
+    crop_min_scale: float = option(0.4, "random resized crop scale (min, 1) of the fine-tuning views")
+    views: str = option("crop-flip", "fine-tuning views: crop-flip = random resized crop and horizontal flip, the "
+                        "paper's; geometric = those plus vertical flips and any rotation, for images with no up and "
+                        "down (retinal scans, microscopy), where it lifted few-label fine-tuning (BENCHMARKS.md)",
+                        choices=VIEWS)
     balance: str = option("none", "class imbalance: loss = class-weighted cross-entropy in the linear probe, which "
                           "fine-tuning starts from and then trains with plain cross-entropy (weighted or logit-"
                           "adjusted fine-tuning made random init predict the rare grade for most images, "
@@ -73,10 +78,12 @@ class FinetuneSettings(Settings):
         require(self.clip_grad >= 0, "clip_grad", f"must be >= 0, got {self.clip_grad}")
 
 
-def fine_tuning_view(crop_min_scale: float) -> ViewSpec:
-    """Standard supervised augmentation: random resized crop and horizontal flip only."""
-    return ViewSpec(crop_scale=(crop_min_scale, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
-                      solarize_prob=0.0)
+def fine_tuning_view(crop_min_scale: float, views: str = "crop-flip") -> ViewSpec:
+    """Standard supervised augmentation: random resized crop and horizontal flip only; with
+    ``views="geometric"`` also vertical flips and any rotation (pre-training's ``geometric`` set)."""
+    view = ViewSpec(crop_scale=(crop_min_scale, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                    solarize_prob=0.0)
+    return replace(view, **DOMAIN_CHANGES["geometric"]) if views == "geometric" else view
 
 
 def epoch_order(labels: torch.Tensor, num_classes: int, balance: str, generator: torch.Generator) -> torch.Tensor:
@@ -239,7 +246,8 @@ class Trainer:
         self.num_classes, self.image_size, self.step = num_classes, image_size, 0
         self.labels = train.labels.to(device)
         self.train = train.to(device) if train.images is not None else train  # small labelled sets: on the device
-        self.recipe, self.mean, self.std = fine_tuning_view(settings.crop_min_scale), mean.to(device), std.to(device)
+        self.recipe = fine_tuning_view(settings.crop_min_scale, settings.views)
+        self.mean, self.std = mean.to(device), std.to(device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.order_generator = torch.Generator().manual_seed(seed)
 
@@ -277,7 +285,8 @@ def finetune_and_predict(encoder: nn.Module, train: ImageSet, val: ImageSet | No
     result = finetune(copy.deepcopy(encoder), train, val, num_classes, mean, std, image_size, device, settings,
                       metric, seed, progress=False)
     if val is None:
-        detail = f"{result.note}; fixed schedule, last of {result.epochs_run} epochs (too few labels to validate on)"
+        epoch = f"fixed schedule, last of {result.epochs_run} epochs (too few labels to validate on)"
     else:
-        detail = f"{result.note}; best epoch {result.best_epoch}/{result.epochs_run} (val {metric} {result.val_score:.4f})"
-    return predict(result.model, test, mean, std, image_size, device), detail
+        epoch = f"best epoch {result.best_epoch}/{result.epochs_run} (val {metric} {result.val_score:.4f})"
+    views = f"{settings.views} views, crops from {settings.crop_min_scale:g}"
+    return predict(result.model, test, mean, std, image_size, device), f"{views}; {result.note}; {epoch}"
